@@ -1,0 +1,1 @@
+"""revati.replay: the kernel database, model fitting, the predictor and trace replay."""

@@ -1,0 +1,3 @@
+from revati.cli import main
+
+main()

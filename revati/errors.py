@@ -1,0 +1,78 @@
+"""Typed errors. Each carries the object it is about; only the CLI turns them into messages."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+class RevatiError(Exception):
+    """Base class of every error revati raises on purpose."""
+
+
+class SchemaError(RevatiError):
+    """A table or file does not match revati's trace schema."""
+
+    def __init__(self, where: object, problem: str):
+        self.where = where
+        self.problem = problem
+        super().__init__(f"{where}: {problem}")
+
+
+class BadInput(RevatiError):
+    """A user-supplied file or value cannot be used (missing, truncated, foreign, wrong unit)."""
+
+    def __init__(self, path: object, problem: str):
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class UnknownGPU(RevatiError):
+    def __init__(self, name: str, known: Iterable[str]):
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(f"unknown GPU {name!r}; known: {', '.join(self.known)}")
+
+
+class UnsupportedOp(RevatiError):
+    def __init__(self, op: object, reason: str = ""):
+        self.op = op
+        self.reason = reason
+        super().__init__(f"unsupported op {op!r}" + (f": {reason}" if reason else ""))
+
+
+class QueryError(RevatiError):
+    """An SQL query against the kernel database failed."""
+
+    def __init__(self, sql: str, message: str):
+        self.sql = sql
+        self.message = message
+        super().__init__(message)
+
+
+class ModelNotFound(RevatiError):
+    def __init__(self, gpu: str, where: object):
+        self.gpu = gpu
+        self.where = where
+        super().__init__(f"no fitted models for GPU {gpu!r} in {where}")
+
+
+class EmulationError(RevatiError):
+    """The emulated program or the emulation itself failed."""
+
+
+class DeadlockError(EmulationError):
+    """Every emulated process is blocked and nothing can wake any of them."""
+
+    def __init__(self, states: object):
+        self.states = states
+        super().__init__(f"deadlock: every process is blocked with no pending wake-up: {states}")
+
+
+class NativeBuildError(EmulationError):
+    """A native helper (fake CUDA guard, stub libcuda) could not be built."""
+
+    def __init__(self, what: str, detail: str):
+        self.what = what
+        self.detail = detail
+        super().__init__(f"cannot build {what}: {detail}")
