@@ -177,6 +177,8 @@ def map_op(name: str, shapes: Sequence[Shape | None], dtypes: Sequence[str | Non
                 "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
                 "_flash_attention_forward", "_efficient_attention_forward"):
         return _map_sdpa(ts, dtype, attrs)
+    if base in _INDEXED and base != "embedding":
+        return _map_indexed(base, shapes, dtypes, out_shapes)
     if base in ("embedding",) and len(ts) >= 2:
         return _vocab("embedding", dtype, tokens=_numel(ts[1]), hidden=ts[0][-1])
     if base in ("rms_norm", "_fused_rms_norm", "layer_norm", "native_layer_norm", "group_norm",
@@ -202,6 +204,36 @@ def map_op(name: str, shapes: Sequence[Shape | None], dtypes: Sequence[str | Non
         rows, cols = _rows_cols(shape)
         return _vocab("elementwise", dtype, tokens=rows, hidden=cols)
     return _generic(base, shapes, dtypes, out_shapes)
+
+
+# Indexing ops touch only the rows they gather or scatter, never the whole indexed tensor (a
+# paged KV cache can be most of the GPU's memory): bytes = the moved data read and written,
+# plus the index. Values say which tensor holds the moved data: "out" or an input position.
+_INDEXED: dict[str, Any] = {
+    "index_select": "out", "index": "out", "gather": "out", "take": "out", "take_along_dim": "out",
+    "_unsafe_index": "out", "embedding": "out",
+    "index_copy_": 3, "index_copy": 3, "index_put_": 2, "index_put": 2, "_index_put_impl_": 2,
+    "_unsafe_index_put": 2, "scatter_": 3, "scatter": 3, "scatter_add_": 3, "scatter_add": 3,
+    "scatter_reduce_": 3, "index_add_": 3, "index_add": 3, "index_fill_": None, "masked_scatter_": 2,
+    "slice_scatter": 1, "select_scatter": 1, "diagonal_scatter": 1,
+}
+
+
+def _map_indexed(base: str, shapes: list[Shape | None], dtypes: list[str | None],
+                 out_shapes: Sequence[Shape | None]) -> list[MappedOp]:
+    which = _INDEXED[base]
+    dtype = _first_dtype(dtypes)
+    index_bytes = sum(_numel(s) * vocab.dtype_bytes(normalize_dtype(d) or "int64")
+                      for s, d in zip(shapes, dtypes)
+                      if s is not None and normalize_dtype(d) in ("int64", "int32", "bool"))
+    if which == "out":
+        moved = sum(_numel(s) for s in out_shapes if s is not None)
+    elif which is None:
+        moved = index_bytes / 8.0 * (_numel(shapes[0]) / max(_numel(shapes[0][:1]), 1) if shapes and shapes[0] else 1)
+    else:
+        src = shapes[which] if which < len(shapes) else None
+        moved = _numel(src) if src is not None else 0
+    return [GenericOp(2.0 * moved * vocab.dtype_bytes(dtype) + index_bytes, 0.0, dtype, base)]
 
 
 def _largest(shapes: Sequence[Shape]) -> Shape | None:

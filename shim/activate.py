@@ -40,7 +40,9 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
     cuda_api.install(rt, guard)
     vtensor.register_factories()
     wholeops.install()
+    # torch.tensor(data, device="cuda") builds on the CPU and then copies: a thread-local switch.
     torch._C._set_only_lift_cpu_tensors(True)
+    vtime.THREAD_START_HOOKS.append(lambda: torch._C._set_only_lift_cpu_tensors(True))
     torch.__future__.set_swap_module_params_on_conversion(True)
     vtime.install(rt, coordinator)
     _ACTIVE["runtime"] = rt

@@ -245,7 +245,7 @@ class CUDAGraph:
         self.capture: GraphCapture | None = None
         self._pool = (0, id(self) & 0xFFFF_FFFF)
 
-    def capture_begin(self, pool=None, capture_error_mode: str = "global") -> None:
+    def capture_begin(self, pool=None, capture_error_mode: str = "global", **kwargs) -> None:
         rt = _rt()
         dev = rt.gpus.current_device()
         rt.gpus.begin_capture(dev, rt.gpus.current_stream(dev))
@@ -471,6 +471,10 @@ def install(rt: Runtime, guard_lib) -> None:
 
     nvtx.range = _nvtx_range
 
+    # CUDA-only C entry points that stock torch.cuda Python code calls (graph capture, ...)
+    for name in ("_host_emptyCache", "_cuda_clearCublasWorkspaces"):
+        if not hasattr(torch._C, name):
+            setattr(torch._C, name, lambda *a, **k: None)
     torch.backends.cuda.is_built = lambda: True
     torch.backends.cudnn.is_available = lambda: True
 
@@ -481,6 +485,14 @@ def install(rt: Runtime, guard_lib) -> None:
 def _install_accelerator(rt: Runtime, n: int) -> None:
     acc = torch.accelerator
     cuda = torch.device("cuda")
+    real_get_device_module = torch.get_device_module
+
+    def get_device_module(device=None):
+        # With no device torch asks the C++ accelerator registry, which a CPU build says is the CPU.
+        return torch.cuda if device is None else real_get_device_module(device)
+
+    torch.get_device_module = get_device_module
+    torch._C._get_accelerator = lambda: cuda
 
     def _memory_info(device_index=None):
         return mem_get_info(device_index)

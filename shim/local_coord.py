@@ -66,13 +66,17 @@ class LocalCoordinator:
     def coordination_cpu_ns(self) -> int:
         return self._cpu_ns
 
-    def register_thread(self) -> None:
+    def register_thread(self, key: object = None) -> None:
+        """Count a program thread; ``key`` names a thread that is starting (no ident yet)."""
         with self._lock:
-            self._threads[threading.get_ident()] = threading.get_native_id()
+            if key is None:
+                self._threads[threading.get_ident()] = threading.get_native_id()
+            else:
+                self._threads[key] = 0  # type: ignore[index]
 
-    def unregister_thread(self) -> None:
+    def unregister_thread(self, key: object = None) -> None:
         with self._lock:
-            self._threads.pop(threading.get_ident(), None)
+            self._threads.pop(threading.get_ident() if key is None else key, None)  # type: ignore[call-overload]
             self._maybe_advance()
 
     def touch(self) -> None:
@@ -110,6 +114,17 @@ class LocalCoordinator:
 
     def close(self) -> None:
         self._closed = True
+
+    def after_fork_in_child(self) -> None:
+        """Only the forking thread survives a fork: start over with it (and a new monitor)."""
+        self._lock = _thread.allocate_lock()
+        self._threads = {threading.get_ident(): threading.get_native_id()}
+        self._waiters = {}
+        self._presumed_waiting = set()
+        self._closed = False
+        self._monitor = threading.Thread(target=self._watch, name="revati-local-coord", daemon=True)
+        self._monitor._revati_internal = True  # type: ignore[attr-defined]
+        self._monitor.start()
 
     # -- the rule ---------------------------------------------------------------------------------
     def _maybe_advance(self) -> None:

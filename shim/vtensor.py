@@ -76,8 +76,9 @@ class VStorage:
 def _oom_error(exc: AllocatorOOM, device: int) -> Exception:
     st = exc.stats
     gib = 1 << 30
+    total = _runtime_mod._RUNTIME.gpus.spec.memory_bytes  # type: ignore[union-attr]
     msg = (f"CUDA out of memory. Tried to allocate {_fmt_bytes(exc.requested_bytes)}. GPU {device} has a total "
-           f"capacity of {exc.capacity_bytes / gib:.2f} GiB of which "
+           f"capacity of {total / gib:.2f} GiB of which "
            f"{_fmt_bytes(max(exc.capacity_bytes - st.reserved_bytes, 0))} is free. Of the allocated memory "
            f"{_fmt_bytes(st.allocated_bytes)} is allocated by PyTorch, and "
            f"{_fmt_bytes(st.reserved_bytes - st.allocated_bytes)} is reserved by PyTorch but unallocated. "

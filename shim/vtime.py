@@ -65,6 +65,7 @@ def _bases() -> tuple[int, int]:
 
 
 _STATE: dict[str, Any] = {}
+THREAD_START_HOOKS: list = []  # run at the start of every program thread (thread-local torch state)
 
 
 def install(rt, coordinator) -> Waits:
@@ -119,8 +120,9 @@ def _rebind_early(virtual: dict[str, Any]) -> int:
     """Replace real time functions bound under other names in already-loaded modules."""
     originals = {id(fn): virtual[name] for name, fn in REAL.items()}
     count = 0
-    for mod in list(sys.modules.values()):
-        if not isinstance(mod, types.ModuleType) or mod is time:
+    for name, mod in list(sys.modules.items()):
+        # revati's own modules keep their real clocks on purpose (the coordinator's monitor, ...)
+        if not isinstance(mod, types.ModuleType) or mod is time or name.startswith("revati."):
             continue
         d = getattr(mod, "__dict__", None)
         if not d:
@@ -174,18 +176,41 @@ def _install_threading(waits: Waits, coordinator) -> None:
     threading.Thread.join = lambda self, timeout=None: waits.join(self, timeout, real_join)  # type: ignore[method-assign]
 
     real_bootstrap = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+    real_start = threading.Thread.start
+
+    def start(self):
+        # Count the new thread from the moment start() is called: the starter then waits for
+        # it, and until the OS runs it nobody else may take that as "every thread is waiting".
+        if getattr(self, "_revati_internal", False):
+            return real_start(self)
+        key = ("starting", id(self))
+        self._revati_start_key = key
+        coordinator.register_thread(key)
+        try:
+            return real_start(self)
+        except BaseException:
+            coordinator.unregister_thread(key)
+            raise
 
     def _bootstrap_inner(self):
         if getattr(self, "_revati_internal", False):
             return real_bootstrap(self)
         coordinator.register_thread()
+        key = getattr(self, "_revati_start_key", None)
+        if key is not None:
+            coordinator.unregister_thread(key)
+        for hook in THREAD_START_HOOKS:
+            hook()
         try:
             real_bootstrap(self)
         finally:
-            coordinator.unregister_thread()
+            # Wake joiners before leaving the coordinator: otherwise, for an instant, every
+            # thread looks like it is waiting and a joiner's timeout would be granted.
             waits.thread_finished(self)
+            coordinator.unregister_thread()
 
     threading.Thread._bootstrap_inner = _bootstrap_inner  # type: ignore[attr-defined]
+    threading.Thread.start = start  # type: ignore[method-assign]
 
 
 def _install_selectors(waits: Waits) -> None:

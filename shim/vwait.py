@@ -181,7 +181,10 @@ class Waits:
         joiners = thread.__dict__.setdefault("_revati_joiners", [])
         token = self.coord.begin_wait(self.deadline(timeout), None, lambda t: _release(lock))
         joiners.append((lock, token))
-        if not thread.is_alive():
+        # thread_finished sets the flag before it wakes the joiners it sees: a joiner that
+        # registered too late to be seen sees the flag here instead.
+        if thread.__dict__.get("_revati_done"):
+            self.coord.mark_ready(token)
             _release(lock)
         try:
             lock.acquire()
@@ -191,13 +194,14 @@ class Waits:
                 joiners.remove((lock, token))
             except ValueError:
                 pass
-        if not thread.is_alive():
-            real_join(thread, None)
+        if thread.__dict__.get("_revati_done"):
+            real_join(thread, None)  # only the interpreter's last bookkeeping is left
             self._after_wake(None)
         else:
             self._after_wake(granted)
 
     def thread_finished(self, thread: threading.Thread) -> None:
+        thread.__dict__["_revati_done"] = True
         for lock, token in list(thread.__dict__.get("_revati_joiners", [])):
             self.coord.mark_ready(token)
             _release(lock)

@@ -66,3 +66,13 @@ def test_elementwise_norm_embedding_and_vllm_custom_ops():
 def test_collectives_take_world_size_from_attrs():
     (op,) = map_op("c10d::allreduce_", [(16, 4096)], ["c10::BFloat16"], attrs={"world_size": 4})
     assert op.op == "all_reduce" and op.params_dict == {"message_bytes": 16 * 4096 * 2, "world_size": 4}
+
+
+def test_indexing_ops_cost_the_moved_rows_not_the_indexed_tensor():
+    cache = (100_000, 32, 128)  # a big paged KV cache, 800 MB in bf16
+    (op,) = map_op("aten::index_select", [cache, None, (64,)], ["c10::BFloat16", None, "long int"],
+                   out_shapes=[(64, 32, 128)])
+    assert op.bytes_moved == 2 * 64 * 32 * 128 * 2 + 64 * 8
+    (op,) = map_op("aten::index_copy_", [cache, None, (16,), (16, 32, 128)],
+                   ["c10::BFloat16", None, "long int", "c10::BFloat16"], out_shapes=[cache])
+    assert op.bytes_moved == 2 * 16 * 32 * 128 * 2 + 16 * 8

@@ -18,6 +18,7 @@ from revati.errors import RevatiError
 # command name -> (module, attribute, one-line help shown in `revati --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "db": ("revati.cli.db", "db", "Kernel database: import measurements, query traces with SQL."),
+    "emulate": ("revati.cli.emulate", "emulate", "Run a CUDA program on virtual GPUs with time-warp clocks."),
 }
 
 
