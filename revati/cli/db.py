@@ -141,3 +141,142 @@ def _print_import_summary(result, dest: Path, written: list[Path]) -> None:
     if reuse:
         console.print(f"recorded {reuse} reused tables (runs rows, no copies)")
     console.print(f"wrote {len(written)} tables and {len(result.license_files)} licence file(s) to {dest}")
+
+
+def _open_db():
+    from revati.replay.db import KernelDB
+
+    return KernelDB.open()
+
+
+def _print_table(table, title: str | None = None) -> None:
+    from rich.table import Table
+
+    from revati.replay import db_output
+
+    out = Table(title=title, show_lines=False)
+    for name in table.column_names:
+        numeric = table.schema.field(name).type
+        import pyarrow as pa
+
+        justify = "right" if (pa.types.is_integer(numeric) or pa.types.is_floating(numeric)
+                              or pa.types.is_decimal(numeric)) else "left"
+        out.add_column(name, justify=justify, overflow="fold")
+    for row in table.to_pylist():
+        out.add_row(*(("[dim]NULL[/dim]" if v is None else _escape(db_output.cell_text(v))) for v in row.values()))
+    console = _console()
+    console.print(out)
+    console.print(f"{table.num_rows} row{'s' if table.num_rows != 1 else ''}", style="dim")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@db.command("query")
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True, help="Output format; parquet needs -o.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the result to this file (atomically) instead of stdout.")
+def query(sql: str, fmt: str, output: Path | None) -> None:
+    """Run SQL over the kernel database.
+
+    Every revati table is a view: op_samples (imported measurements), runs, kernels,
+    launches, ops, op_kernels, memory_ops, collectives, syncs. Column names and units are those
+    of revati/schema.py (times in ns). The database is read-only to queries.
+
+    \b
+    Examples:
+      revati db query "SELECT gpu, op, count(*) AS n FROM op_samples GROUP BY ALL ORDER BY n DESC"
+      revati db query "SELECT m, n, k, duration_mean_ns FROM op_samples
+                       WHERE gpu = 'h100_sxm' AND op = 'gemm' AND software = 'vllm 0.24.0'" --format csv
+      revati db query "SELECT * FROM op_samples WHERE op = 'all_reduce'" --format parquet -o ar.parquet
+    """
+    from revati import parquet_io
+    from revati.replay import db_output
+
+    if fmt == "parquet" and output is None:
+        raise click.UsageError("--format parquet writes binary data: give -o FILE")
+    with _open_db() as kdb:
+        result = kdb.query(sql)
+    if output is not None:
+        if fmt == "table":
+            fmt = "csv" if output.suffix.lower() == ".csv" else ("json" if output.suffix.lower() == ".json" else fmt)
+        data = db_output.encode(result, fmt if fmt != "table" else "csv")
+        parquet_io.atomic_write_bytes(output, data)
+        return
+    if fmt == "table":
+        _print_table(result)
+    else:
+        click.echo(db_output.encode(result, fmt).decode(), nl=False)
+
+
+@db.command("kernels")
+@click.option("--gpu", default=None, help="GPU name or key, e.g. h100, a100, h100_sxm.")
+@click.option("--op", default=None, help="Op family (gemm, attn_decode, all_reduce, ...); for traced kernels, "
+                                         "a substring of the kernel name.")
+@click.option("--source", default=None, help="vidur, aiconfigurator, or a trace backend (kineto, cupti, bpf).")
+@click.option("--limit", default=20, show_default=True, type=int, help="How many rows to show.")
+def kernels(gpu: str | None, op: str | None, source: str | None, limit: int) -> None:
+    """Top ops and kernels by total time.
+
+    Imported measurements (op_samples) are grouped by source, GPU, op family and kernel (or,
+    for Vidur, the model sub-op); kernels of traced runs by name. total_ms sums the median
+    (else mean) duration of every row; share_pct is the share of the filtered total.
+
+    \b
+    Examples:
+      revati db kernels --gpu h100
+      revati db kernels --gpu a100 --op gemm --source vidur --limit 5
+    """
+    with _open_db() as kdb:
+        result = kdb.top_kernels(gpu=gpu, op=op, source=source, limit=limit)
+    filters = ", ".join(f"{k}={v}" for k, v in (("gpu", gpu), ("op", op), ("source", source)) if v)
+    _print_table(result, title=f"top ops/kernels by total time{f' ({filters})' if filters else ''}")
+
+
+@db.command("info")
+def info() -> None:
+    """What the kernel database holds: runs, GPUs, sources, versions, row counts.
+
+    \b
+    Example:
+      revati db info
+    """
+    from rich.table import Table
+
+    with _open_db() as kdb:
+        summary = kdb.info()
+    console = _console()
+    where = f"{summary.path}" + (" (in memory: the file is locked by another process)" if summary.in_memory else "")
+    console.print(f"database: {where}")
+    for root in summary.roots:
+        console.print(f"traces:   {root}")
+    counts = Table(title="tables")
+    counts.add_column("table")
+    counts.add_column("rows", justify="right")
+    counts.add_column("files", justify="right")
+    for name, n in summary.rows.items():
+        counts.add_row(name, str(n), str(summary.files[name]))
+    console.print(counts)
+    runs = Table(title="runs by source")
+    for col in ("source", "runs", "gpus"):
+        runs.add_column(col, justify="right" if col != "source" else "left")
+    for row in summary.runs_by_source:
+        runs.add_row(str(row["source"]), str(row["runs"]), str(row["gpus"]))
+    console.print(runs)
+    gpu_table = Table(title="GPUs")
+    for col in ("gpu", "runs", "samples", "kernels"):
+        gpu_table.add_column(col, justify="right" if col != "gpu" else "left")
+    for row in summary.gpus:
+        gpu_table.add_row(str(row["gpu"]), str(row["runs"]), str(row["samples"]), str(row["kernels"]))
+    console.print(gpu_table)
+    sw = Table(title="software")
+    for col in ("source", "software", "samples"):
+        sw.add_column(col, justify="right" if col == "samples" else "left")
+    for row in summary.software:
+        sw.add_row(str(row["source"]), str(row["software"]), str(row["samples"]))
+    console.print(sw)
