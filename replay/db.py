@@ -294,7 +294,12 @@ class KernelDB:
             WHERE source NOT IN (SELECT DISTINCT source FROM op_samples) AND coalesce(software, engine) IS NOT NULL
             GROUP BY ALL ORDER BY 1, 2""").to_pylist()
         files = {t: self.catalog.count(t) for t in schema.TABLES}
-        return DBInfo(self.path, self.in_memory, self.catalog.roots, rows, files, runs_by_source, gpu_rows, software)
+        # The same run in two folders (e.g. an import of data revati already ships) counts twice.
+        duplicates = self.query("""
+            SELECT run_id, count(*) AS copies FROM runs GROUP BY run_id HAVING count(*) > 1
+            ORDER BY run_id""").to_pylist()
+        return DBInfo(self.path, self.in_memory, self.catalog.roots, rows, files, runs_by_source, gpu_rows, software,
+                      duplicates)
 
     def top_kernels(self, gpu: str | None = None, op: str | None = None, source: str | None = None,
                     limit: int = 20) -> pa.Table:
@@ -355,3 +360,4 @@ class DBInfo:
     runs_by_source: list[dict]
     gpus: list[dict]
     software: list[dict]
+    duplicate_runs: list[dict]

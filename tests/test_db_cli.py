@@ -127,9 +127,11 @@ def test_query_nested_values_as_csv_and_json():
     ("CREATE TABLE t AS SELECT 1", "read-only"),
 ])
 def test_sql_errors_are_one_line(sql, needle, isolated_home):
+    assert run("info").exit_code == 0
+    stored = kdb.db_path(isolated_home).read_bytes()
     res = run("query", sql)
     assert_one_line_error(res, "SQL error", needle)
-    assert not (isolated_home / "traces" / "t.parquet").exists()
+    assert kdb.db_path(isolated_home).read_bytes() == stored
 
 
 # -- info and kernels ---------------------------------------------------------------------------
@@ -357,3 +359,27 @@ def test_views_cover_every_schema_table_with_its_columns():
         for table, sch in schema.TABLES.items():
             cols = db.query(f"SELECT * FROM {table} LIMIT 0").column_names
             assert cols == sch.names, table
+
+
+def test_every_shipped_sample_has_its_family_parameters():
+    from revati import vocab
+
+    with kdb.KernelDB.open() as db:
+        assert db.query("SELECT count(*) AS n FROM op_samples").column("n")[0].as_py() > 500_000
+        for name, fam in vocab.FAMILIES.items():
+            bad = " OR ".join(f"{p} IS NULL OR {p} <= 0" for p in fam.params)
+            n = db.query(f"SELECT count(*) AS n FROM op_samples WHERE op = '{name}' AND ({bad})").column("n")[0]
+            assert n.as_py() == 0, name
+        assert db.query("SELECT count(*) AS n FROM op_samples WHERE kv_len < q_tokens OR "
+                        "NOT coalesce(duration_median_ns, duration_mean_ns) > 0").column("n")[0].as_py() == 0
+        assert set(db.query("SELECT DISTINCT op FROM op_samples").column("op").to_pylist()) <= set(vocab.FAMILIES)
+
+
+def test_info_warns_about_the_same_run_in_two_folders(isolated_home):
+    assert "warning" not in run("info").output
+    shipped_runs = SHIPPED / "vidur-attention" / "runs.parquet"
+    copy = isolated_home / "traces" / "copy" / "runs.parquet"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(shipped_runs.read_bytes())
+    res = run("info")
+    assert res.exit_code == 0 and "warning: 1 run(s) appear in more than one file" in res.output

@@ -310,6 +310,17 @@ def _software(src: SourceFile, table: pa.Table) -> np.ndarray | str:
     return f"{src.framework} {src.version}"
 
 
+@dataclass
+class _Rows:
+    """One table converted: op_samples columns (per-row arrays or one value) and rows to keep."""
+
+    columns: dict
+    dtype: np.ndarray
+    kernel: np.ndarray
+    keep: np.ndarray
+    run_extra: dict
+
+
 def _import_table(src: SourceFile) -> tuple[pa.Table, common.FileReport, dict]:
     spec = TABLES[src.table]
     if src.family != spec.family:
@@ -328,89 +339,100 @@ def _import_table(src: SourceFile) -> tuple[pa.Table, common.FileReport, dict]:
     latency = _column(src, table, "latency", "float")
     rows = np.arange(table.num_rows)
     common.check_stats_ms({"mean": latency}, src.path, rows, "latency")
+    duration = common.ms_to_ns(latency)
     kernel = (_column(src, table, "kernel_source", "str") if "kernel_source" in names
               else np.full(table.num_rows, src.framework, dtype=object))
     report = common.FileReport(src.origin, src.run_id, table.num_rows, 0)
-    base = {"run_id": src.run_id, "source": SOURCE, "gpu": gpu, "gpu_name": gpu_name,
-            "software": _software(src, table), "origin_file": src.origin}
-    keep = np.ones(table.num_rows, dtype=bool)
-    run_extra: dict = {}
     if src.table == "gemm_perf":
-        raw = _column(src, table, "gemm_dtype", "str")
-        dtype = np.array([vocab.canonical_dtype(d) for d in raw], dtype=object)
-        kernel = np.array([k if r.lower() in _PLAIN_DTYPES else f"{k} [{r}]" for k, r in zip(kernel, raw)],
-                          dtype=object)
-        cols = {"op": "gemm", "m": _column(src, table, "m", "int"), "n": _column(src, table, "n", "int"),
-                "k": _column(src, table, "k", "int")}
+        conv = _gemm_rows(src, table, kernel)
     elif src.family == "attention":
-        isl, step = _column(src, table, "isl", "int"), _column(src, table, "step", "int")
-        if "beam_width" in names:
-            beam = _column(src, table, "beam_width", "int")
-            if (beam != 1).any():
-                report.skipped["beam_width != 1 (beam search)"] += int((beam != 1).sum())
-            keep &= beam == 1
-        if "window_size" in names:
-            window = _column(src, table, "window_size", "int")
-            # The op_samples schema has no sliding-window column; a windowed row would pose as
-            # full attention over kv_len keys.
-            if ((window > 0) & keep).any():
-                report.skipped["sliding window (window_size > 0)"] += int(((window > 0) & keep).sum())
-            keep &= window <= 0
-        if src.table == "context_attention_perf":
-            op, q_tokens, kv_len = "attn_prefill", isl, isl + step
-        else:
-            op, q_tokens, kv_len = "attn_decode", isl, decode_kv_len(step, isl, src.version)
-        dtype = np.array([vocab.canonical_dtype(d) for d in _column(src, table, "kv_cache_dtype", "str")],
-                         dtype=object)
-        cols = {"op": op, "batch_size": _column(src, table, "batch_size", "int"), "q_tokens": q_tokens,
-                "kv_len": kv_len, "num_heads": _column(src, table, "num_heads", "int"),
-                "num_kv_heads": _column(src, table, "num_key_value_heads", "int"),
-                "head_dim": _column(src, table, "head_dim", "int")}
-        run_extra["attention_backend"] = ",".join(sorted(set(kernel[keep].tolist())))
+        conv = _attention_rows(src, table, kernel, report)
     else:
-        dtype_col = "nccl_dtype" if src.table == "nccl_perf" else "allreduce_dtype"
-        dtype = np.array([vocab.canonical_dtype(d) for d in _column(src, table, dtype_col, "str")], dtype=object)
-        unsized = [d for d in set(dtype.tolist()) if d not in vocab.DTYPE_BYTES]
-        if unsized:
-            raise BadInput(src.path, f"{dtype_col} {unsized[0]!r}: unknown element size, cannot turn "
-                                     f"message_size (elements) into bytes")
-        elements = _column(src, table, "message_size", "int")
-        elem_bytes = np.array([vocab.DTYPE_BYTES[d] for d in dtype])
-        if src.table == "nccl_perf":
-            names_ = _column(src, table, "op_name", "str")
-            bad = [n for n in set(names_.tolist()) if n not in NCCL_OPS]
-            if bad:
-                j = int(np.flatnonzero(names_ == bad[0])[0])
-                raise BadInput(src.path, f"row {j}: unknown collective {bad[0]!r}")
-            op = np.array([NCCL_OPS[n] for n in names_], dtype=object)
-        else:
-            if "op_name" in names:
-                names_ = _column(src, table, "op_name", "str")
-                if (names_ != "all_reduce").any():
-                    j = int((names_ != "all_reduce").argmax())
-                    raise BadInput(src.path, f"row {j}: op_name {names_[j]!r} in a custom all-reduce table")
-            op = "all_reduce"
-        cols = {"op": list(op) if isinstance(op, np.ndarray) else op,
-                "message_bytes": np.round(elements * elem_bytes).astype(np.int64),
-                "world_size": _column(src, table, "num_gpus", "int"),
-                "topology": SXM_TOPOLOGY if src.system.endswith("_sxm") else None}
-        run_extra["world_size"] = int(cols["world_size"].max())
-    duration = common.ms_to_ns(latency)
-    if src.table == "gemm_perf" or src.family == "attention":
-        op_name = cols["op"]
-        for d in sorted(set(dtype[keep].tolist())):
-            sel = np.flatnonzero(keep & (dtype == d))
-            shape = {k: v[sel] for k, v in cols.items() if isinstance(v, np.ndarray)}
-            common.check_peak(op_name, shape, d, gpu, duration[sel], src.path, rows[sel])
-    idx = np.flatnonzero(keep)
-    n = len(idx)
-    picked = {k: (v[idx] if isinstance(v, np.ndarray) else v) for k, v in {**base, **cols}.items()}
-    picked = {k: (list(v) if isinstance(v, np.ndarray) and v.dtype == object else v) for k, v in picked.items()}
-    out = common.samples_table(n, {**picked, "dtype": list(dtype[idx]), "kernel_source": list(kernel[idx]),
-                                   "duration_mean_ns": duration[idx], "origin_row": rows[idx]})
+        conv = _comm_rows(src, table, kernel)
+    op = conv.columns["op"]
+    if isinstance(op, str) and (op == "gemm" or op in vocab.ATTENTION):
+        for d in sorted(set(conv.dtype[conv.keep].tolist())):
+            sel = np.flatnonzero(conv.keep & (conv.dtype == d))
+            shape = {k: v[sel] for k, v in conv.columns.items() if isinstance(v, np.ndarray)}
+            common.check_peak(op, shape, d, gpu, duration[sel], src.path, rows[sel])
+    idx = np.flatnonzero(conv.keep)
+    columns = {"run_id": src.run_id, "source": SOURCE, "gpu": gpu, "gpu_name": gpu_name,
+               "software": _software(src, table), "origin_file": src.origin, **conv.columns,
+               "dtype": conv.dtype, "kernel_source": conv.kernel, "duration_mean_ns": duration, "origin_row": rows}
+    picked = {}
+    for name, value in columns.items():
+        if isinstance(value, np.ndarray):
+            value = value[idx]
+            value = value.tolist() if value.dtype.kind in "OU" else value
+        picked[name] = value
+    out = common.samples_table(len(idx), picked)
     common.check_units(out, src.path)
     report.samples = out.num_rows
     software = sorted(set(out.column("software").to_pylist())) or [f"{src.framework} {src.version}"]
     run = {"run_id": src.run_id, "source": SOURCE, "gpu": gpu, "gpu_name": gpu_name, "engine": src.framework,
-           "engine_version": src.version, "software": ", ".join(software), "_origin": src.origin, **run_extra}
+           "engine_version": src.version, "software": ", ".join(software), "_origin": src.origin,
+           **conv.run_extra}
     return out, report, run
+
+
+def _canonical(values: np.ndarray) -> np.ndarray:
+    return np.array([vocab.canonical_dtype(v) for v in values], dtype=object)
+
+
+def _gemm_rows(src: SourceFile, table: pa.Table, kernel: np.ndarray) -> _Rows:
+    raw = _column(src, table, "gemm_dtype", "str")
+    # fp8_block is fp8 in the vocabulary; the kernel name keeps the scaling scheme apart.
+    kernel = np.array([k if r.lower() in _PLAIN_DTYPES else f"{k} [{r}]" for k, r in zip(kernel, raw)], dtype=object)
+    columns = {"op": "gemm", "m": _column(src, table, "m", "int"), "n": _column(src, table, "n", "int"),
+               "k": _column(src, table, "k", "int")}
+    return _Rows(columns, _canonical(raw), kernel, np.ones(table.num_rows, dtype=bool), {})
+
+
+def _attention_rows(src: SourceFile, table: pa.Table, kernel: np.ndarray, report: common.FileReport) -> _Rows:
+    names = table.column_names
+    keep = np.ones(table.num_rows, dtype=bool)
+    if "beam_width" in names:
+        beam = _column(src, table, "beam_width", "int")
+        if (beam != 1).any():
+            report.skipped["beam_width != 1 (beam search)"] += int((beam != 1).sum())
+        keep &= beam == 1
+    if "window_size" in names:
+        # op_samples has no sliding-window column: a windowed row would pose as full attention.
+        window = _column(src, table, "window_size", "int")
+        if ((window > 0) & keep).any():
+            report.skipped["sliding window (window_size > 0)"] += int(((window > 0) & keep).sum())
+        keep &= window <= 0
+    isl, step = _column(src, table, "isl", "int"), _column(src, table, "step", "int")
+    if src.table == "context_attention_perf":
+        op, kv_len = "attn_prefill", isl + step
+    else:
+        op, kv_len = "attn_decode", decode_kv_len(step, isl, src.version)
+    columns = {"op": op, "batch_size": _column(src, table, "batch_size", "int"), "q_tokens": isl,
+               "kv_len": kv_len, "num_heads": _column(src, table, "num_heads", "int"),
+               "num_kv_heads": _column(src, table, "num_key_value_heads", "int"),
+               "head_dim": _column(src, table, "head_dim", "int")}
+    dtype = _canonical(_column(src, table, "kv_cache_dtype", "str"))
+    return _Rows(columns, dtype, kernel, keep, {"attention_backend": ",".join(sorted(set(kernel[keep].tolist())))})
+
+
+def _comm_rows(src: SourceFile, table: pa.Table, kernel: np.ndarray) -> _Rows:
+    dtype_col = "nccl_dtype" if src.table == "nccl_perf" else "allreduce_dtype"
+    dtype = _canonical(_column(src, table, dtype_col, "str"))
+    unsized = sorted(d for d in set(dtype.tolist()) if d not in vocab.DTYPE_BYTES)
+    if unsized:
+        raise BadInput(src.path, f"{dtype_col} {unsized[0]!r}: unknown element size, cannot turn "
+                                 f"message_size (elements) into bytes")
+    elements = _column(src, table, "message_size", "int")
+    elem_bytes = np.array([vocab.DTYPE_BYTES[d] for d in dtype])
+    op_names = (_column(src, table, "op_name", "str") if "op_name" in table.column_names
+                else np.full(table.num_rows, "all_reduce", dtype=object))
+    allowed = NCCL_OPS if src.table == "nccl_perf" else {"all_reduce": "all_reduce"}
+    bad = op_names[~np.isin(op_names, list(allowed))]
+    if len(bad):
+        j = int(np.flatnonzero(op_names == bad[0])[0])
+        raise BadInput(src.path, f"row {j}: unknown collective {bad[0]!r} for {src.table}")
+    world = _column(src, table, "num_gpus", "int")
+    columns = {"op": np.array([allowed[n] for n in op_names], dtype=object),
+               "message_bytes": np.round(elements * elem_bytes).astype(np.int64), "world_size": world,
+               "topology": SXM_TOPOLOGY if src.system.endswith("_sxm") else None}
+    return _Rows(columns, dtype, kernel, np.ones(table.num_rows, dtype=bool), {"world_size": int(world.max())})

@@ -150,18 +150,15 @@ def _open_db():
 
 
 def _print_table(table, title: str | None = None) -> None:
+    import pyarrow as pa
     from rich.table import Table
 
     from revati.replay import db_output
 
     out = Table(title=title, show_lines=False)
-    for name in table.column_names:
-        numeric = table.schema.field(name).type
-        import pyarrow as pa
-
-        justify = "right" if (pa.types.is_integer(numeric) or pa.types.is_floating(numeric)
-                              or pa.types.is_decimal(numeric)) else "left"
-        out.add_column(name, justify=justify, overflow="fold")
+    for field in table.schema:
+        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_decimal(field.type)
+        out.add_column(field.name, justify="right" if numeric else "left", overflow="fold")
     for row in table.to_pylist():
         out.add_row(*(("[dim]NULL[/dim]" if v is None else _escape(db_output.cell_text(v))) for v in row.values()))
     console = _console()
@@ -180,7 +177,8 @@ def _escape(text: str) -> str:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True, help="Output format; parquet needs -o.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the result to this file (atomically) instead of stdout.")
+              help="Write the result to this file (atomically) instead of stdout; with the table "
+                   "format the file gets CSV (JSON if it ends in .json).")
 def query(sql: str, fmt: str, output: Path | None) -> None:
     """Run SQL over the kernel database.
 
@@ -204,8 +202,8 @@ def query(sql: str, fmt: str, output: Path | None) -> None:
         result = kdb.query(sql)
     if output is not None:
         if fmt == "table":
-            fmt = "csv" if output.suffix.lower() == ".csv" else ("json" if output.suffix.lower() == ".json" else fmt)
-        data = db_output.encode(result, fmt if fmt != "table" else "csv")
+            fmt = "json" if output.suffix.lower() == ".json" else "csv"
+        data = db_output.encode(result, fmt)
         parquet_io.atomic_write_bytes(output, data)
         return
     if fmt == "table":
@@ -280,3 +278,8 @@ def info() -> None:
     for row in summary.software:
         sw.add_row(str(row["source"]), str(row["software"]), str(row["samples"]))
     console.print(sw)
+    if summary.duplicate_runs:
+        first = summary.duplicate_runs[0]
+        console.print(f"warning: {len(summary.duplicate_runs)} run(s) appear in more than one file, so their rows "
+                      f"count more than once (e.g. {first['run_id']} x{first['copies']}); remove one copy",
+                      style="yellow")
