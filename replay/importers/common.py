@@ -135,7 +135,7 @@ def check_stats_ms(stats: Mapping[str, np.ndarray], path: object, rows: np.ndarr
         if bad.any():
             raise BadInput(path, f"{at(bad.argmax())}: {what} {stat} is missing or not a number")
         neg = values < 0
-        if neg.any() and stat != "std":
+        if neg.any():
             raise BadInput(path, f"{at(neg.argmax())}: {what} {stat} is negative "
                                  f"({values[neg.argmax()]!r})")
         huge = values > MAX_PLAUSIBLE_MS
