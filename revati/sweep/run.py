@@ -71,7 +71,9 @@ def run_sweep(
     atomic_write_bytes(sweep_dir / CONFIG_FILE, (json.dumps(asdict(cfg), indent=2, default=str) + "\n").encode())
     grid = expand(cfg)
     executor = make_executor(cfg, jobs, ray_address)
-    outcome = SweepOutcome(sweep_dir, sweep_dir / "sweep_results.parquet", list(grid))
+    # With an SLO search and no rates of its own, the grid only names the configurations to search.
+    grid_runs = [] if cfg.slo_search is not None and "request_rate" not in cfg.workload else list(grid)
+    outcome = SweepOutcome(sweep_dir, sweep_dir / "sweep_results.parquet", list(grid_runs))
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=quiet) as progress:
@@ -83,7 +85,8 @@ def run_sweep(
 
             outcome.reports.append(run_all(specs, sweep_dir, executor, retry_failed=retry_failed, progress=tick))
 
-        execute(grid, f"sweep {cfg.name}")
+        if grid_runs:
+            execute(grid_runs, f"sweep {cfg.name}")
         if cfg.slo_search is not None:
             rounds = iter(range(1, 1000))
             results, probes = slo_search.search(
