@@ -24,7 +24,7 @@ try:
 except ImportError:  # pragma: no cover - very old transformers
     is_serve_available = None
 if is_serve_available is None or not is_serve_available():
-    pytest.skip("transformers serve needs its serving extra: pip install 'revati[serve-test]'", allow_module_level=True)
+    pytest.skip("transformers serve needs its serving extra: pip install 'revati[hf]'", allow_module_level=True)
 
 from revati.bench.client import ClientConfig, wait_until_ready  # noqa: E402
 from revati.bench.serve import BenchConfig, run_bench  # noqa: E402

@@ -137,4 +137,7 @@ def serve(more_goodput: tuple[str, ...], **kw) -> None:
         raise click.UsageError(str(exc)) from None
     if math.isnan(rate):
         raise click.UsageError("--request-rate must be a number or inf")
-    run_bench(cfg)
+    result = run_bench(cfg)
+    if result["completed"] == 0:
+        # The files are written all the same; a sweep must not count this run as a result.
+        raise click.ClickException(f"all {result['failed']} requests failed; see requests.jsonl for the errors")
