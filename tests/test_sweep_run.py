@@ -105,3 +105,14 @@ def test_cli_dry_run_and_failure_exit(tmp_path):
     assert res.exit_code == 1 and "1 run(s) failed" in res.output
     res = CliRunner().invoke(cli, ["sweep", str(tmp_path / "missing.yaml")])
     assert res.exit_code == 1 and "no such file" in res.output and "Traceback" not in res.output
+
+
+def test_default_sweep_dir_is_seen_by_the_db_glob(tmp_path, isolated_home):
+    path = write_sweep(tmp_path / "s.yaml", None, engine={"max_num_seqs": 8},
+                       workload={"request_rate": 4, "num_prompts": 10})
+    out = run_sweep(load_sweep(path), jobs=1, quiet=True)
+    assert out.results_path == isolated_home / "traces" / "sweeps" / "t" / "sweep_results.parquet"
+    # the glob revati db's sweep_results view reads under $REVATI_HOME/traces
+    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{isolated_home}/traces/**/sweep_results*.parquet') "
+                   "WHERE status = 'ok'").fetchall()[0][0]
+    assert n == 1

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from revati.bench.client import PROMPT_FORMATS, ClientConfig, run_benchmark, wait_until_ready
 from revati.errors import BadInput, RevatiError
+from revati.inject import ENV_CONFIG as INJECT_ENV
 from revati.metrics.aggregate import MetricsConfig, compute_metrics
 from revati.metrics.records import write_jsonl
 from revati.metrics.result import METRICS_FILE, REQUESTS_FILE, RunExtras, build_result, write_result
@@ -96,7 +96,6 @@ def make_prompts(cfg: BenchConfig, requests, tokenizer) -> tuple[list, str]:
 def run_bench(cfg: BenchConfig, console: Console | None = None) -> dict:
     """Run the benchmark; write files if asked; return the result dict."""
     console = console or Console(stderr=True, quiet=cfg.quiet)
-    wall_start = time.perf_counter()
     requests = build_workload(cfg.workload)
     tokenizer = load_tokenizer(cfg)
     prompts, prompt_format = make_prompts(cfg, requests, tokenizer)
@@ -119,8 +118,9 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> dict:
     records, duration_s = asyncio.run(main())
     metrics = compute_metrics(records, duration_s, cfg.metrics)
     extras = cfg.extras
-    if extras.wall_duration_s is None:
-        # Outside emulation the client's clock is the wall clock; `revati emulate` overrides this.
+    if extras.wall_duration_s is None and not os.environ.get(INJECT_ENV):
+        # Outside emulation the client's clock is the wall clock. Under `revati emulate` it is
+        # virtual and the real time is unknown here: emulate fills it in (merge_extras).
         extras = RunExtras(**{**extras.__dict__, "wall_duration_s": duration_s})
     if extras.model is None:
         extras = RunExtras(**{**extras.__dict__, "model": cfg.client.model})
@@ -140,7 +140,6 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> dict:
         extras=extras,
         metadata=cfg.metadata,
     )
-    result["client_wall_s"] = time.perf_counter() - wall_start
     if cfg.result_dir is not None or cfg.save_result:
         out = Path(cfg.result_dir or os.getcwd())
         write_jsonl(records, out / REQUESTS_FILE)

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from revati import parquet_io
 from revati.errors import BadInput
+from revati.workload.traces import trace_file_name
 
 SOURCE = "Azure/AzurePublicDataset@b469a113"
 KINDS = ("conv", "code")
@@ -72,7 +73,7 @@ def convert_folder(src: Path, dst: Path) -> list[Path]:
     written = []
     for kind in KINDS:
         table = convert_csv(Path(src) / f"AzureLLMInferenceTrace_{kind}.csv", f"azure_{kind}_2023")
-        written.append(parquet_io.write_table(table, "request_trace", Path(dst) / f"azure_{kind}_2023.parquet"))
+        written.append(parquet_io.write_table(table, "request_trace", Path(dst) / trace_file_name(f"azure_{kind}_2023")))
     return written
 
 

@@ -1,7 +1,8 @@
 """Recorded request traces: the shipped ``request_trace`` tables and Mooncake-style JSONL.
 
-Shipped traces live in ``traces/workloads/<name>.parquet`` (table ``request_trace`` of
-revati/schema.py), next to their licence and citation. A trace replays at its recorded
+Shipped traces live in ``traces/workloads/request_trace-<name>.parquet`` (table
+``request_trace`` of revati/schema.py; the file-name prefix is what ``revati db``'s
+``request_trace`` view globs for), next to their licence and citation. A trace replays at its recorded
 timestamps: request i arrives ``arrival_ns[i]`` after the first one (optionally sped up).
 
 Mooncake JSONL (kvcache-ai/Mooncake ``mooncake_trace.jsonl``; also read by NVIDIA Dynamo and
@@ -34,12 +35,17 @@ from revati.workload.request import WorkloadRequest
 
 MOONCAKE_BLOCK_SIZE = 512
 WORKLOADS_DIR = "workloads"
+FILE_PREFIX = "request_trace-"
+
+
+def trace_file_name(name: str) -> str:
+    return f"{FILE_PREFIX}{name}.parquet"
 
 
 def shipped_traces() -> dict[str, Path]:
     """Name -> path of every request trace shipped in ``traces/workloads/``."""
     folder = embedded_traces_dir() / WORKLOADS_DIR
-    return {p.stem: p for p in sorted(folder.glob("*.parquet"))}
+    return {p.stem[len(FILE_PREFIX):]: p for p in sorted(folder.glob(f"{FILE_PREFIX}*.parquet"))}
 
 
 def load_request_trace(name_or_path: str | os.PathLike) -> pa.Table:
