@@ -32,6 +32,7 @@ from revati.metrics.result import METRICS_FILE, REQUESTS_FILE, RunExtras, build_
 from revati.metrics.summary import print_summary
 from revati.workload.prompts import PromptBuilder
 from revati.workload.spec import WorkloadConfig, build_workload
+from revati.workload.traces import MOONCAKE_BLOCK_SIZE
 
 
 class ServerNotReady(RevatiError):
@@ -49,6 +50,7 @@ class BenchConfig:
     tokenizer: str | None = None            # path or name; default: the model, if a local dir
     prompt_format: str | None = None        # token-ids | text; default: text iff a tokenizer
     vocab_size: int = 32000                 # token-id prompts without a tokenizer
+    hash_block_size: int = MOONCAKE_BLOCK_SIZE  # tokens per Mooncake hash id
     result_dir: str | None = None
     result_filename: str = METRICS_FILE
     save_result: bool = False
@@ -61,6 +63,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.prompt_format is not None and self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}")
+        if self.hash_block_size < 1:
+            raise ValueError(f"hash_block_size must be >= 1, got {self.hash_block_size}")
         if self.vocab_size < 11:
             raise ValueError(f"vocab_size must be > 10, got {self.vocab_size}")
         if self.ready_check_timeout_s < 0:
@@ -87,7 +91,8 @@ def make_prompts(cfg: BenchConfig, requests, tokenizer) -> tuple[list, str]:
         raise BadInput(cfg.client.model, "text prompts need --tokenizer (or a local model directory)")
     if cfg.client.backend == "openai-chat" and fmt != "text":
         raise BadInput(cfg.client.backend, "chat completions need text prompts (give --tokenizer)")
-    builder = PromptBuilder(vocab_size=cfg.vocab_size, seed=cfg.workload.seed, tokenizer=tokenizer)
+    builder = PromptBuilder(vocab_size=cfg.vocab_size, seed=cfg.workload.seed, tokenizer=tokenizer,
+                            block_size=cfg.hash_block_size)
     if fmt == "text":
         return [builder.text(r) for r in requests], fmt
     return [builder.token_ids(r) for r in requests], fmt

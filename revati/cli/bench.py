@@ -77,6 +77,8 @@ def bench() -> None:
 @click.option("--prompt-format", type=click.Choice(PROMPT_FORMATS), default=None,
               help="Default: text when a tokenizer is available, else token ids.")
 @click.option("--vocab-size", default=32000, show_default=True, type=int, help="Token-id prompts draw ids below this.")
+@click.option("--hash-block-size", default=512, show_default=True, type=int,
+              help="Prompt tokens per Mooncake hash id (requests sharing ids share those tokens).")
 @click.option("--extra-body", default=None, help="JSON object merged into every request body.")
 @click.option("--header", multiple=True, help="KEY=VALUE header sent with every request.")
 @click.option("--metadata", multiple=True, help="KEY=VALUE stored in the result JSON.")
@@ -128,6 +130,7 @@ def serve(more_goodput: tuple[str, ...], **kw) -> None:
                 goodput_slos_ms=goodput,
             ),
             tokenizer=kw["tokenizer"], prompt_format=kw["prompt_format"], vocab_size=kw["vocab_size"],
+            hash_block_size=kw["hash_block_size"],
             result_dir=kw["result_dir"], result_filename=kw["result_filename"], save_result=kw["save_result"],
             label=kw["label"], metadata=_key_values(kw["metadata"], "--metadata"),
             extras=RunExtras(gpu=kw["gpu"]),

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -88,7 +89,7 @@ def run_sweep(
         if grid_runs:
             execute(grid_runs, f"sweep {cfg.name}")
         if cfg.slo_search is not None:
-            rounds = iter(range(1, 1000))
+            rounds = itertools.count(1)
             results, probes = slo_search.search(
                 cfg, grid, sweep_dir, lambda specs: execute(specs, f"SLO search round {next(rounds)}"))
             outcome.slo_results = results
