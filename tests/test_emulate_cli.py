@@ -35,7 +35,7 @@ def test_program_exception_propagates_with_its_own_traceback():
 
 @pytest.mark.parametrize("args, message", [
     (["emulate", "--gpu", "h900", "--", "true"], "unknown GPU 'h900'; known:"),
-    (["emulate"], "give a command after --"),
+    (["emulate", "--request-rate", "-1"], "request-rate"),
     (["emulate", "--num-gpus", "0", "--", "true"], "num-gpus"),
 ])
 def test_bad_input_is_a_one_line_error(args, message):
@@ -50,3 +50,20 @@ def test_explain_shows_the_injected_setup():
     env = json.loads(proc.stdout)["environment"]
     assert json.loads(env["REVATI_INJECT"])["gpu"] == "l4"
     assert env["PYTHONPATH"].split(":")[0].endswith("inject")
+
+
+@pytest.mark.hf
+@pytest.mark.slow
+def test_main_job_serves_a_workload_and_writes_vllm_metrics(tmp_path):
+    pytest.importorskip("transformers")
+    out = tmp_path / "res"
+    proc = _revati("emulate", "--gpu", "h100", "--model", "tiny-llama", "--num-prompts", "6", "--request-rate", "2",
+                   "--random-input-len", "32", "--random-output-len", "8", "--result-dir", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["completed"] == 6 and metrics["total_output_tokens"] == 6 * 8
+    assert metrics["gpu"] == "h100_sxm" and metrics["virtual_duration_s"] > 0
+    for key in ("mean_ttft_ms", "p99_tpot_ms", "median_itl_ms", "mean_e2el_ms", "request_throughput"):
+        assert metrics[key] > 0, key
+    lines = (out / "requests.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all(json.loads(x)["output_tokens"] == 8 for x in lines)
