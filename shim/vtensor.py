@@ -235,7 +235,7 @@ def _func_info(func) -> FuncInfo:
 # -- the output-metadata cache --------------------------------------------------------------
 
 class Entry:
-    __slots__ = ("outs", "kind", "seq_type", "cost_ns", "label", "small", "resizes")
+    __slots__ = ("outs", "kind", "seq_type", "cost_ns", "label", "small", "resizes", "valueless_work")
 
     def __init__(self):
         self.outs: list[tuple] = []
@@ -245,6 +245,9 @@ class Entry:
         self.label = ""
         self.small = True
         self.resizes = False
+        # With value-less inputs, is there anything to do for values? (in-place targets lose
+        # theirs; small integer/bool outputs get policy values)
+        self.valueless_work = False
 
 
 _CACHE: dict = {}
@@ -348,6 +351,10 @@ def _build_entry(func, info: FuncInfo, args, kwargs, key, rt) -> Entry:
         limit = vmax if not (o.dtype.is_floating_point or o.dtype.is_complex) else vmax_float
         if _numel(o.shape) > limit:
             entry.small = False
+    for spec in entry.outs:
+        if spec[0] == SELF or (spec[0] == NEW and not (spec[4].is_floating_point or spec[4].is_complex)
+                               and _numel(spec[1]) <= vmax):
+            entry.valueless_work = True
     # what the op costs on the GPU
     in_shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else None for a in margs]
     in_dtypes = [a.dtype if isinstance(a, torch.Tensor) else None for a in margs]
@@ -423,8 +430,9 @@ def _run(func, info: FuncInfo, args, kwargs, rt, cpu0: int):
         out = outs[0] if entry.kind == ONE else entry.seq_type(outs)
 
     # values (Note [Device-to-host value policy])
-    if entry.small or entry.resizes:
-        _propagate_values(func, info, entry, args, kwargs, vts, outs, rt)
+    if entry.small or entry.resizes or info.overwrite:
+        if entry.valueless_work or info.overwrite or all(t._v is not None for t in vts):
+            _propagate_values(func, info, entry, args, kwargs, vts, outs, rt)
     else:
         for spec, o in zip(entry.outs, outs):
             if spec[0] == SELF:

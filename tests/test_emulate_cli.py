@@ -67,3 +67,24 @@ def test_main_job_serves_a_workload_and_writes_vllm_metrics(tmp_path):
         assert metrics[key] > 0, key
     lines = (out / "requests.jsonl").read_text().splitlines()
     assert len(lines) == 6 and all(json.loads(x)["output_tokens"] == 8 for x in lines)
+
+
+def test_timeline_export_has_kernels_on_stream_tracks_and_host_syncs(tmp_path):
+    prog = tmp_path / "prog.py"
+    prog.write_text(
+        "import torch\n"
+        "a = torch.empty(1024, 1024, device='cuda', dtype=torch.float16)\n"
+        "s = torch.cuda.Stream()\n"
+        "with torch.cuda.stream(s):\n"
+        "    b = a @ a\n"
+        "c = a @ a\n"
+        "torch.cuda.synchronize()\n")
+    proc = _revati("emulate", "--no-host-cpu", "--timeline", str(tmp_path / "tl"), "--", sys.executable, str(prog))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (trace_file,) = (tmp_path / "tl").glob("timeline-*.json")
+    events = json.loads(trace_file.read_text())["traceEvents"]
+    kernels = [e for e in events if e.get("cat") == "kernel" and e["name"] == "gemm"]
+    assert len({e["tid"] for e in kernels}) == 2  # default stream and the side stream
+    assert all(e["dur"] > 0 for e in kernels)
+    syncs = [e for e in events if e.get("cat") == "sync" and e["name"] == "device synchronize"]
+    assert syncs and syncs[-1]["ts"] + syncs[-1]["dur"] >= max(e["ts"] + e["dur"] for e in kernels) - 1e-3
