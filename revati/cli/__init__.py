@@ -18,6 +18,8 @@ from revati.errors import RevatiError
 # command name -> (module, attribute, one-line help shown in `revati --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "db": ("revati.cli.db", "db", "Kernel database: import measurements, query traces with SQL."),
+    "replay": ("revati.cli.replay", "replay", "Re-time a traced run with the predictor: predicted vs measured."),
+    "trace": ("revati.cli.trace", "trace", "Run a command on a GPU box and record every kernel into a run folder."),
 }
 
 
