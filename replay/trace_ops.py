@@ -27,6 +27,9 @@ from revati.replay.op_mapping import GenericOp, MappedOp, VocabOp, map_op, norma
 from revati.tracer.run_folder import check_run_dir, read_run_table
 
 PARAM_COMMS = "record_param_comms"
+# record_function ranges a communication backend opens around its own work ("nccl:all_reduce",
+# "gloo:all_reduce"); the c10d op above them is the unit (gloo's run on a thread of their own)
+BACKEND_RANGES = ("nccl:", "gloo:", "mpi:", "ucc:")
 
 
 @dataclass
@@ -163,7 +166,7 @@ def trace_ops_from_rows(ops: list[dict], links: list[dict], kernels: list[dict],
                 mapped = map_op(f"c10d::{comm['collective_name']}", [], [comm.get("dtype")], attrs)
                 unit(op, mapped, members)
                 continue
-        if _is_annotation(op):
+        if _is_annotation(op) or op["name"].startswith(BACKEND_RANGES):
             todo.extend(reversed(kids))
             continue
         shapes, dtypes = _shapes_and_dtypes(op)

@@ -137,3 +137,24 @@ def gpu_trace(steps: int = 3, step_ranges: bool = True) -> dict:
             b.op("revati.step", t0 - 1, 600, cat="user_annotation")
         gpu_step(b, t0)
     return b.trace()
+
+
+def write_gpu_run(run_dir, steps_count: int = 3, warmup_steps: int = 0, run_id: str = "gpu-run"):
+    """A complete run folder as `revati trace` leaves it after tracing gpu_trace() on an H100."""
+    from revati import parquet_io
+    from revati.tracer import kineto_convert, run_folder, run_meta, steps, tables
+
+    trace = gpu_trace(steps=steps_count)
+    marks = steps.StepMarks(ranges_ns=kineto_convert.find_step_ranges(trace))
+    conv = kineto_convert.convert(trace, run_id, PID, assign=marks.assigner(), min_step=warmup_steps or None)
+    run_folder.write_process_tables(run_dir, tables.rows_to_tables(conv.tables), "kineto", PID)
+    host_gpu = {"gpu_name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 85_000_000_000, "cc_major": 9,
+                "cc_minor": 0, "sm_clock_max_mhz": 1980, "clocks_locked": False, "driver_version": "575.57.08"}
+    metas = [{"pid": PID, "packages": {"torch": "2.9.0+cu128", "vllm": "0.11.0"}, "engine": "vllm",
+              "torch_version": "2.9.0+cu128", "cuda_version": "12.8", "python_version": "3.11.7",
+              "devices": [{"name": "NVIDIA H100 80GB HBM3", "sm_count": 132}]}]
+    row = run_meta.build_runs_row(run_id=run_id, started_at_ns=BASE_NS, cmd=["python", "serve.py"],
+                                  backends=["kineto"], host_gpu=host_gpu, metas=metas, env={"NCCL_DEBUG": "WARN"},
+                                  notes=[])
+    parquet_io.write_table(tables.rows_to_table("runs", [row]), "runs", run_dir / run_folder.RUNS_FILE)
+    return run_dir

@@ -118,7 +118,7 @@ def test_tensor_list_inputs_and_missing_external_ids():
                      "ts": 20, "dur": 1, "args": {}})  # no External id: gets a synthetic one
     conv = kc.convert(b.trace(), "r", PID)
     cat, empty = conv.tables["ops"]
-    assert cat["input_dims"] == [[], []] and cat["input_dtypes"] == ["TensorList", "Scalar"]
+    assert cat["input_dims"] == [[2, 3], []] and cat["input_dtypes"] == ["TensorList", "Scalar"]
     assert empty["op_id"] < 0
     tables.rows_to_tables(conv.tables)
 

@@ -127,15 +127,22 @@ def _int(value: Any) -> int | None:
             return None
 
 
+def _is_int_list(item: Any) -> bool:
+    return isinstance(item, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in item)
+
+
 def _dims_list(value: Any) -> list[list[int]] | None:
-    """Kineto's 'Input Dims': one list of ints per input; TensorList inputs (lists of shapes)
-    become an empty list (their element shapes do not fit list<list<int64>>)."""
+    """Kineto's 'Input Dims': one list of ints per input. A TensorList input (a list of shapes)
+    keeps its first tensor's shape (list<list<int64>> has no room for more); its 'Input type'
+    says 'TensorList', so readers know."""
     if not isinstance(value, list):
         return None
     out = []
     for item in value:
-        if isinstance(item, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in item):
+        if _is_int_list(item):
             out.append([int(x) for x in item])
+        elif isinstance(item, list) and item and _is_int_list(item[0]):
+            out.append([int(x) for x in item[0]])
         else:
             out.append([])
     return out
@@ -173,7 +180,7 @@ def find_step_ranges(trace: Mapping[str, Any]) -> list[tuple[int, int]]:
 
 def convert(trace: Mapping[str, Any], run_id: str, pid: int,
             assign: Callable[[int | None], int | None] | None = None,
-            min_step: int | None = None) -> Converted:
+            min_step: int | None = None, world_size: int | None = None) -> Converted:
     """Turn one process's Kineto trace into rows of the trace tables.
 
     ``assign`` maps a timestamp to its step (tracer/steps.py; give it the ranges of
@@ -231,7 +238,7 @@ def convert(trace: Mapping[str, Any], run_id: str, pid: int,
 
     links = _link(ops, kernel_rows, mem_rows, launch_by_corr, ext_by_corr, run_id, pid, stats)
     syncs = _sync_rows(launches, cuda_syncs, mem_rows, run_id, pid, clock)
-    collectives = _collective_rows(ops, links, kernel_rows, run_id, pid)
+    collectives = _collective_rows(ops, links, kernel_rows, run_id, pid, world_size)
 
     tables = {
         "ops": ops, "kernels": kernel_rows, "launches": launches, "op_kernels": links,
@@ -448,6 +455,7 @@ def _sync_rows(launches: list[dict], cuda_syncs: list[dict], mem_rows: list[dict
             device_side[corr] = {"ev": ev, "args": args}
     rows = []
     used: set[int] = set()
+    copy_kind = {m["correlation_id"]: m["copy_kind"] for m in mem_rows if m["correlation_id"] is not None}
     for launch in launches:
         base = api_base_name(launch["api_name"])
         kind = SYNC_APIS.get(base)
@@ -456,10 +464,8 @@ def _sync_rows(launches: list[dict], cuda_syncs: list[dict], mem_rows: list[dict
         if kind is None:
             continue
         corr = launch["correlation_id"]
-        if kind == "d2h_copy":
-            copies = [m for m in mem_rows if m["correlation_id"] == corr]
-            if not copies or copies[0]["copy_kind"] != "DtoH":
-                continue
+        if kind == "d2h_copy" and copy_kind.get(corr) != "DtoH":
+            continue
         dev = device_side.get(corr) if corr is not None else None
         if dev is not None:
             used.add(corr)
@@ -485,42 +491,66 @@ def _sync_rows(launches: list[dict], cuda_syncs: list[dict], mem_rows: list[dict
 
 
 def _collective_rows(ops: list[dict], links: list[dict], kernel_rows: list[dict], run_id: str,
-                     pid: int) -> list[dict]:
-    comms = [o for o in ops if o["name"] == PARAM_COMMS or "Collective name" in (o.get("_args") or {})]
-    if not comms:
-        for o in ops:
-            o.pop("_args", None)
-        return []
-    children: dict[int, list[int]] = defaultdict(list)
+                     pid: int, world_size: int | None = None) -> list[dict]:
+    """One row per ``record_param_comms`` op (NCCL; full metadata), and per ``c10d::`` collective
+    op without one below it (other backends: size from the first op below with tensor inputs)."""
+    children: dict[int, list[dict]] = defaultdict(list)
     for o in ops:
         if o["parent_op_id"] is not None:
-            children[o["parent_op_id"]].append(o["op_id"])
+            children[o["parent_op_id"]].append(o)
+
+    def subtree(op: dict) -> list[dict]:
+        out, todo = [], [op]
+        while todo:
+            cur = todo.pop()
+            out.append(cur)
+            todo.extend(children.get(cur["op_id"], ()))
+        return out
+
     kernels_by_corr = {k["correlation_id"]: k for k in kernel_rows if k["correlation_id"] is not None}
     links_by_op: dict[int, list[int]] = defaultdict(list)
     for link in links:
         links_by_op[link["op_id"]].append(link["correlation_id"])
 
+    def device_kernels(members: list[dict]) -> list[dict]:
+        ks = [kernels_by_corr[c] for m in members for c in links_by_op.get(m["op_id"], ()) if c in kernels_by_corr]
+        return sorted(ks, key=lambda k: k["start_ns"])
+
     rows = []
-    for op in comms:
+    for op in ops:
         args = op.get("_args") or {}
-        subtree, todo = [], [op["op_id"]]
-        while todo:
-            oid = todo.pop()
-            subtree.append(oid)
-            todo.extend(children.get(oid, ()))
-        ks = [kernels_by_corr[c] for oid in subtree for c in links_by_op.get(oid, ()) if c in kernels_by_corr]
-        ks.sort(key=lambda k: k["start_ns"])
-        dtype = str(args.get("dtype", "")) or None
-        in_n, out_n = _int(args.get("In msg nelems")), _int(args.get("Out msg nelems"))
+        members = None
+        if op["name"] == PARAM_COMMS or "Collective name" in args:
+            dtype = str(args.get("dtype", "")) or None
+            in_n, out_n = _int(args.get("In msg nelems")), _int(args.get("Out msg nelems"))
+            name = str(args.get("Collective name") or op["name"])
+            group, rank, pg, seq = (_int(args.get("Group size")), _int(args.get("Rank")),
+                                    args.get("Process Group Name"), _int(args.get("Seq")))
+            members = subtree(op)
+        elif op["name"].startswith("c10d::") and _is_collective_name(op["name"]):
+            members = subtree(op)
+            if any(m["name"] == PARAM_COMMS for m in members):
+                continue  # the record_param_comms row below describes it
+            sized = next((m for m in members[1:] if m.get("input_dims") and m["input_dims"][0]
+                          and m.get("input_dtypes") and m["input_dtypes"][0] not in ("", "Scalar", "TensorList")),
+                         None)
+            name = op["name"].split("::", 1)[1].rstrip("_")
+            dtype = sized["input_dtypes"][0] if sized else None
+            in_n = out_n = _numel(sized["input_dims"][0]) if sized else None
+            own = op.get("input_dims") or []
+            if in_n is None and own and own[0]:  # the TensorList's first tensor (dtype unknown)
+                in_n = out_n = _numel(own[0])
+            group, rank, pg, seq = world_size, None, None, None
+        if members is None:
+            continue
+        ks = device_kernels(members)
         size = max(in_n or 0, out_n or 0)
-        msg_bytes = int(size * vocab.dtype_bytes(dtype)) if dtype and size else None
         rows.append({
-            "run_id": run_id, "pid": pid, "rank": _int(args.get("Rank")), "op_id": op["op_id"],
-            "correlation_id": ks[0]["correlation_id"] if ks else None,
-            "collective_name": str(args.get("Collective name") or op["name"]),
-            "pg_name": str(args["Process Group Name"]) if args.get("Process Group Name") is not None else None,
-            "group_size": _int(args.get("Group size")), "dtype": dtype, "in_nelems": in_n, "out_nelems": out_n,
-            "message_bytes": msg_bytes, "seq": _int(args.get("Seq")),
+            "run_id": run_id, "pid": pid, "rank": rank, "op_id": op["op_id"],
+            "correlation_id": ks[0]["correlation_id"] if ks else None, "collective_name": name,
+            "pg_name": str(pg) if pg is not None else None, "group_size": group, "dtype": dtype,
+            "in_nelems": in_n, "out_nelems": out_n,
+            "message_bytes": int(size * vocab.dtype_bytes(dtype)) if dtype and size else None, "seq": seq,
             "kernel_name": ks[0]["name"] if ks else None,
             # device span when the collective's kernels were recorded, else the host op's span
             "start_ns": ks[0]["start_ns"] if ks else op["start_ns"],
@@ -530,6 +560,22 @@ def _collective_rows(ops: list[dict], links: list[dict], kernel_rows: list[dict]
     for o in ops:
         o.pop("_args", None)
     return rows
+
+
+_COLLECTIVE_WORDS = ("allreduce", "all_reduce", "allgather", "all_gather", "reduce_scatter", "alltoall",
+                     "all_to_all", "broadcast", "send", "recv", "reduce", "gather", "scatter")
+
+
+def _is_collective_name(name: str) -> bool:
+    base = name.split("::", 1)[-1].lower()
+    return any(word in base for word in _COLLECTIVE_WORDS) and "barrier" not in base
+
+
+def _numel(dims: list[int]) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
 
 
 def _drop_warmup(tables: dict[str, list[dict]], min_step: int, assign: Callable[[int | None], int | None],

@@ -106,8 +106,7 @@ def check_backends(config: TraceConfig) -> None:
         bpf_backend.check_available()
 
 
-def run_trace(config: TraceConfig, cmd: list[str], *, log: Callable[[str], None] = lambda _m: None,
-              warn: Callable[[str], None] = lambda _m: None) -> TraceResult:
+def run_trace(config: TraceConfig, cmd: list[str], *, log: Callable[[str], None] = lambda _m: None) -> TraceResult:
     check_command(cmd)
     check_backends(config)
     run_dir = prepare_run_dir(config.run_dir)

@@ -145,7 +145,7 @@ class Session:
         found_ranges = kineto_convert.find_step_ranges(trace)
         marks = self.effective_marks(found_ranges)
         converted = kineto_convert.convert(trace, self.config.run_id, self.pid, assign=marks.assigner(),
-                                           min_step=self._min_step(marks))
+                                           min_step=self._min_step(marks), world_size=_env_int("WORLD_SIZE"))
         for start, end in found_ranges:  # record_function ranges: visible to later processes
             if (start, end) not in self.marks.ranges_ns:
                 self._append_mark({"kind": "range", "start_ns": start, "end_ns": end})

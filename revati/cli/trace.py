@@ -67,7 +67,7 @@ def trace(backends, out_dir, run_id, warmup_steps, quiet, keep_raw, bpf_libs, pr
         raise click.BadParameter(str(exc), param_hint="--backend" if "backend" in str(exc) else None) from None
 
     log = (lambda m: None) if quiet else (lambda m: err.print(f"[dim]revati trace:[/] {m}"))
-    result = tracer_run.run_trace(config, command, log=log, warn=lambda m: err.print(f"revati trace: {m}"))
+    result = tracer_run.run_trace(config, command, log=log)
 
     if not result.device_timing:
         # always said, --quiet or not: a trace without device timing cannot fit duration models
