@@ -229,6 +229,7 @@ def fake_cuda(tmp_path_factory):
 
 
 @pytest.mark.bpf
+@pytest.mark.slow
 def test_bpf_decodes_real_uprobe_arguments(fake_cuda, tmp_path):
     run = tmp_path / "run"
     out = subprocess.run(REVATI + ["trace", "--backend", "bpf", "-o", str(run), "--", str(fake_cuda / "driver")],

@@ -107,9 +107,16 @@ def test_processes_that_never_import_torch_write_nothing(tmp_path):
 
 
 def test_exit_status_passes_through_and_tables_are_still_written(tmp_path):
-    run, out = _trace(tmp_path, "import torch\ntorch.ones(3).sum()\nraise SystemExit(3)")
+    import gzip
+
+    run, out = _trace(tmp_path, "import torch\ntorch.ones(3).sum()\nraise SystemExit(3)", "--keep-raw",
+                      "--run-id", "exit-3")
     assert out.returncode == 3 and "exited with status 3" in out.stderr
-    assert read_run_table(run, "ops").num_rows > 0
+    ops = read_run_table(run, "ops")
+    assert ops.num_rows > 0 and set(ops.column("run_id").to_pylist()) == {"exit-3"}
+    (raw,) = (run / "raw").glob("kineto.*.json.gz")
+    events = json.loads(gzip.decompress(raw.read_bytes()))["traceEvents"]
+    assert any(e.get("name") == "aten::sum" for e in events)
 
 
 MULTIPROC = """
@@ -137,3 +144,37 @@ def test_every_process_writes_its_own_tables(tmp_path):
     mms = [o for o in read_run_table(run, "ops").to_pylist() if o["name"] == "aten::mm"]
     assert sorted(o["input_dims"][0][0] for o in mms) == [4, 8, 16]
     assert len({o["pid"] for o in mms}) == 3
+
+
+SLEEPER = """
+import sys, time, torch
+torch.ones(4).sum()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sigterm-to-revati", "ctrl-c-to-the-group"])
+def test_interrupted_runs_still_write_their_tables(tmp_path, how):
+    import os
+    import signal
+
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([PY, "-m", "revati", "trace", "-q", "-o", str(run), "--", PY, str(script)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        if how == "sigterm-to-revati":
+            proc.send_signal(signal.SIGTERM)
+        else:  # what a terminal does on Ctrl-C: the whole foreground group gets SIGINT
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (128 + signal.SIGTERM if how == "sigterm-to-revati" else 1)
+    assert any(o["name"] == "aten::sum" for o in read_run_table(run, "ops").to_pylist())
+    assert (run / "runs.parquet").exists()

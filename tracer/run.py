@@ -157,7 +157,12 @@ def run_trace(config: TraceConfig, cmd: list[str], *, log: Callable[[str], None]
 
 
 def _wait(proc: subprocess.Popen, bpf) -> tuple[int, set[int]]:
-    """Wait for the command, forwarding Ctrl-C/SIGTERM to it and polling bpf events."""
+    """Wait for the command (polling bpf events meanwhile) and let it end on its own terms.
+
+    Ctrl-C reaches the command from the terminal (same process group); revati ignores it and
+    waits for the command to finish writing its tables; forwarding it again could interrupt
+    that. SIGTERM, sent to revati alone, is passed on to the command.
+    """
     descendants: set[int] = set()
     forwarded = {}
 
@@ -167,9 +172,9 @@ def _wait(proc: subprocess.Popen, bpf) -> tuple[int, set[int]]:
         except ProcessLookupError:
             pass
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig, handler in ((signal.SIGINT, lambda _s, _f: None), (signal.SIGTERM, forward)):
         try:
-            forwarded[sig] = signal.signal(sig, forward)
+            forwarded[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread
             pass
     last_scan = 0.0
