@@ -76,3 +76,21 @@ class NativeBuildError(EmulationError):
         self.what = what
         self.detail = detail
         super().__init__(f"cannot build {what}: {detail}")
+
+
+class BackendUnavailable(RevatiError):
+    """A trace backend cannot run here; ``missing`` says what is absent and how to get it."""
+
+    def __init__(self, backend: str, missing: list[str]):
+        self.backend = backend
+        self.missing = list(missing)
+        super().__init__(f"the {backend} backend cannot run here: " + "; ".join(self.missing))
+
+
+class TraceError(RevatiError):
+    """`revati trace` could not record the run (the command's own failure is not one)."""
+
+    def __init__(self, where: object, problem: str):
+        self.where = where
+        self.problem = problem
+        super().__init__(f"{where}: {problem}")

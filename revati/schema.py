@@ -148,14 +148,14 @@ OPS = pa.schema([
     _f("step", _I32),
 ])
 
-# op <-> kernel links, and how each link was made.
+# op <-> kernel links, and how each link was made (correlation_id joins kernels or memory_ops).
 OP_KERNELS = pa.schema([
     RUN_ID,
     _f("pid", _I32),
     _req("op_id", _I64),
     _req("correlation_id", _I64),
     _f("ordinal", _I32),
-    _req("link_method", _STR),          # external_id | containment | graph_node
+    _req("link_method", _STR),          # external_id | containment | graph_launch | graph_node
 ])
 
 MEMORY_OPS = pa.schema([

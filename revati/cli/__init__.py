@@ -22,6 +22,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("revati.cli.bench", "bench", "Benchmark an OpenAI-compatible server (vllm bench serve's metrics)."),
     "sweep": ("revati.cli.sweep", "sweep", "Run a grid of configurations (locally or on Ray), collect one results table."),
     "report": ("revati.cli.report", "report", "Plots and an HTML report from a sweep's results table."),
+    "replay": ("revati.cli.replay", "replay", "Re-time a traced run with the predictor: predicted vs measured."),
+    "trace": ("revati.cli.trace", "trace", "Run a command on a GPU box and record every kernel into a run folder."),
 }
 
 
