@@ -1,0 +1,84 @@
+"""Features: the SQL the fit runs and the Python the predictor runs compute the same numbers."""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from revati import vocab
+from revati.errors import UnsupportedOp
+from revati.replay import features
+
+DTYPES = ["bf16", "fp16", "fp8", "fp32", "float16", "int8"]
+
+
+def _sql_row(op: str, params: dict, dtype: str) -> dict:
+    ff = features.family_features(op)
+    cols = {p: pa.array([int(params[p])], pa.int64()) for p in ff.params}
+    cols["dtype"] = pa.array([dtype])
+    tbl = pa.table(cols)
+    con = duckdb.connect()
+    con.register("t", tbl)
+    axes = ff.all_axes()
+    sel = ", ".join([f"{features.flops_sql(op)} AS flops", f"{features.bytes_sql(op)} AS nbytes"]
+                    + [f"{a.sql} AS ax_{a.name}" for a in axes.values()])
+    return dict(zip([d[0] for d in con.execute(f"SELECT {sel} FROM t").description],
+                    con.execute(f"SELECT {sel} FROM t").fetchone()))
+
+
+positive = st.integers(min_value=1, max_value=1 << 20)
+
+
+@settings(max_examples=40, deadline=None)
+@given(op=st.sampled_from(sorted(features.FAMILIES)), data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_sql_and_python_features_agree(op, data, dtype):
+    ff = features.family_features(op)
+    params = {p: data.draw(positive, label=p) for p in ff.params}
+    got = _sql_row(op, params, dtype)
+    assert got["flops"] == pytest.approx(vocab.flops(op, params), rel=1e-9)
+    assert got["nbytes"] == pytest.approx(vocab.bytes_moved(op, params, dtype), rel=1e-9)
+    for name, ax in ff.all_axes().items():
+        assert got[f"ax_{name}"] == pytest.approx(ax.value(params), rel=1e-12)
+
+
+def test_every_vocabulary_family_has_features():
+    assert set(features.FAMILIES) == set(vocab.FAMILIES)
+
+
+def test_axis_value_and_sql_shape():
+    ax = features.Axis("r", ("kv_len",), ("q_tokens",))
+    assert ax.value({"kv_len": 4096, "q_tokens": 512}) == 8.0
+    assert "/" in ax.sql and "kv_len" in ax.sql
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "x", "num": ()}, "at least one"),
+    ({"name": "x", "num": ("m",), "margin": 0.5}, "margin"),
+])
+def test_axis_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        features.Axis(**kwargs)
+
+
+def test_family_features_rejects_unknown_family():
+    with pytest.raises(UnsupportedOp):
+        features.family_features("conv2d")
+
+
+def test_dtype_bytes_sql_matches_vocab():
+    con = duckdb.connect()
+    for name in [*vocab.DTYPE_BYTES, *vocab.DTYPE_ALIASES, "unknown_dtype"]:
+        got = con.execute(f"SELECT {features.dtype_bytes_sql('d')} FROM (SELECT ? AS d)", [name]).fetchone()[0]
+        assert got == vocab.dtype_bytes(name), name
+
+
+def test_attention_flops_are_causal_pairs():
+    params = {"batch_size": 2, "q_tokens": 4, "kv_len": 10, "num_heads": 3, "num_kv_heads": 1, "head_dim": 8}
+    # 4 new tokens over 6 cached: query i sees 6 + i + 1 keys -> 7 + 8 + 9 + 10 = 34 pairs
+    assert _sql_row("attn_prefill", params, "bf16")["flops"] == 4 * 2 * 3 * 8 * 34
+    assert math.isclose(vocab.attention_pairs(4, 10), 34)
