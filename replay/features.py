@@ -27,9 +27,18 @@ from revati import vocab
 from revati.errors import UnsupportedOp
 
 
+AXIS_KINDS = ("product", "same")
+
+
 @dataclass(frozen=True)
 class Axis:
-    """One grid axis: prod(num) / prod(den) of the family's parameters, used as log(value).
+    """One grid axis, used as log(value).
+
+    kind ``product``: prod(num) / prod(den) of the family's parameters.
+    kind ``same``: 1 when the two parameters in ``num`` are equal, else 2 -- a switch between
+    two kernel paths (attention with as many KV heads as query heads runs another code path
+    than grouped-query attention); queries always land on one of the two knots, so the grid
+    never blends the two regimes.
 
     ``margin`` is how far (as a factor) a query may lie beyond the fitted range on this axis
     before the model refuses to answer: within it the residual grid is held at its edge and
@@ -40,12 +49,17 @@ class Axis:
     num: tuple[str, ...]
     den: tuple[str, ...] = ()
     margin: float = 2.0
+    kind: str = "product"
 
     def __post_init__(self):
         if not self.num:
             raise ValueError(f"axis {self.name!r} needs at least one parameter")
         if self.margin < 1.0:
             raise ValueError(f"axis {self.name!r}: margin must be >= 1, got {self.margin}")
+        if self.kind not in AXIS_KINDS:
+            raise ValueError(f"axis {self.name!r}: unknown kind {self.kind!r}; known: {AXIS_KINDS}")
+        if self.kind == "same" and (len(self.num) != 2 or self.den):
+            raise ValueError(f"axis {self.name!r}: kind 'same' compares exactly two parameters")
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -53,6 +67,8 @@ class Axis:
 
     @property
     def sql(self) -> str:
+        if self.kind == "same":
+            return f"(CASE WHEN {self.num[0]} = {self.num[1]} THEN 1.0 ELSE 2.0 END)"
         num = " * ".join(f"CAST({p} AS DOUBLE)" for p in self.num)
         if not self.den:
             return num
@@ -60,6 +76,8 @@ class Axis:
         return f"({num}) / ({den})"
 
     def value(self, params: Mapping[str, float]) -> float:
+        if self.kind == "same":
+            return 1.0 if float(params[self.num[0]]) == float(params[self.num[1]]) else 2.0
         v = 1.0
         for p in self.num:
             v *= float(params[p])
@@ -94,8 +112,8 @@ class FamilyFeatures:
         return out
 
 
-def _ax(name: str, *num: str, den: tuple[str, ...] = (), margin: float = 2.0) -> Axis:
-    return Axis(name, tuple(num), den, margin)
+def _ax(name: str, *num: str, den: tuple[str, ...] = (), margin: float = 2.0, kind: str = "product") -> Axis:
+    return Axis(name, tuple(num), den, margin, kind)
 
 
 def _single(*names: str) -> tuple[Axis, ...]:
@@ -110,6 +128,7 @@ _BH = _ax("batch_x_heads", "batch_size", "num_heads")
 # Prefill measurements often have kv_len == q_tokens only (no cached prefix). The base's FLOPs
 # (causal query-key pairs) carry the scaling with a longer context, so this axis may be
 # extrapolated further than the others; the cross-source check measures how well that works.
+_MHA = _ax("same_kv_heads", "num_heads", "num_kv_heads", kind="same", margin=1.0)
 _CTX = _ax("context_ratio", "kv_len", den=("q_tokens",), margin=64.0)
 # Decode with more than one query token per sequence (speculative decoding) is not measured.
 _QDEC = _ax("q_tokens", "q_tokens", margin=1.0)
@@ -121,7 +140,8 @@ FAMILIES: dict[str, FamilyFeatures] = {f.family: f for f in [
         {
             "per_head": (_B, _Q, _CTX, _H, _HKV, _D),
             "bkv_ratio": (_BKV, _Q, _CTX, _RATIO, _D),
-            "bh_ratio": (_BH, _Q, _CTX, _RATIO, _D),
+            "bkv_ratio_mha": (_BKV, _Q, _CTX, _RATIO, _MHA, _D),
+            "bh_ratio_mha": (_BH, _Q, _CTX, _RATIO, _MHA, _D),
         },
         line_params=("batch_size", "q_tokens"),
         group_params=("num_heads", "num_kv_heads", "head_dim"),
@@ -130,8 +150,9 @@ FAMILIES: dict[str, FamilyFeatures] = {f.family: f for f in [
         "attn_decode",
         {
             "per_head": (_B, _KV, _QDEC, _H, _HKV, _D),
-            "bkv_ratio": (_BKV, _KV, _QDEC, _RATIO, _D),
+            "bkv_ratio_mha": (_BKV, _KV, _QDEC, _RATIO, _MHA, _D),
             "b_kv_ratio": (_B, _KV, _QDEC, _HKV, _RATIO, _D),
+            "b_kv_ratio_mha": (_B, _KV, _QDEC, _HKV, _RATIO, _MHA, _D),
         },
         line_params=("batch_size", "kv_len"),
         group_params=("num_heads", "num_kv_heads", "head_dim"),

@@ -61,6 +61,7 @@ def models_table(result) -> pa.Table:
             "serves_dtypes": list(m.serves_dtypes), "form": gm.form, "axis_set": m.axis_set,
             "axis_names": [a.name for a in m.axes], "axis_num": [list(a.num) for a in m.axes],
             "axis_den": [list(a.den) for a in m.axes], "axis_margin": [a.margin for a in m.axes],
+            "axis_kind": [a.kind for a in m.axes],
             "knots": [k.tolist() for k in gm.knots],
             "residual": gm.residual.astype(np.float32).ravel().tolist() if gm.residual is not None else None,
             "base_params": list(gm.base) if gm.base is not None else None,
@@ -115,8 +116,9 @@ def find_models_dir(gpu: str, models_dir: os.PathLike | str | None = None) -> Pa
 
 
 def _from_row(row: dict) -> StoredModel:
-    axes = tuple(features.Axis(n, tuple(num), tuple(den), float(mg)) for n, num, den, mg in
-                 zip(row["axis_names"], row["axis_num"], row["axis_den"], row["axis_margin"]))
+    kinds = row.get("axis_kind") or ["product"] * len(row["axis_names"])
+    axes = tuple(features.Axis(n, tuple(num), tuple(den), float(mg), kind) for n, num, den, mg, kind in
+                 zip(row["axis_names"], row["axis_num"], row["axis_den"], row["axis_margin"], kinds))
     knots = tuple(np.asarray(k, float) for k in row["knots"])
     residual = None
     if row["residual"] is not None:
@@ -127,7 +129,7 @@ def _from_row(row: dict) -> StoredModel:
         range_lo=np.asarray(row["range_lo"], float), range_hi=np.asarray(row["range_hi"], float),
         log_margin=np.log(np.asarray(row["axis_margin"], float)),
     )
-    skip = {"axis_names", "axis_num", "axis_den", "axis_margin", "knots", "residual", "base_params",
+    skip = {"axis_names", "axis_num", "axis_den", "axis_margin", "axis_kind", "knots", "residual", "base_params",
             "range_lo", "range_hi"}
     info = {k: v for k, v in row.items() if k not in skip}
     return StoredModel(run_id=row["run_id"], gpu=row["gpu"], family=row["family"], dtype=row["dtype"],

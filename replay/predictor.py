@@ -114,7 +114,7 @@ class FamilyModels:
         self._by_dtype: dict[str, tuple] = {}
         # A model fitted on exactly the asked dtype wins over one that merely serves it.
         for sm in sorted(stored, key=lambda m: 0 if m.dtype in m.serves_dtypes else 1):
-            entry = (tuple((a.num, a.den) for a in sm.axes), sm.model.compile(), sm)
+            entry = (tuple((a.kind == "same", a.num, a.den) for a in sm.axes), sm.model.compile(), sm)
             for d in (sm.dtype, *sm.serves_dtypes):
                 if d == sm.dtype or d not in self._by_dtype:
                     self._by_dtype[d] = entry
@@ -141,7 +141,10 @@ class FamilyModels:
         flops = vocab.flops(self.family, params)          # UnsupportedOp for a missing parameter
         nbytes = vocab.bytes_moved(self.family, params, dtype)
         values = []
-        for num, den in axes:
+        for same, num, den in axes:
+            if same:
+                values.append(1.0 if params[num[0]] == params[num[1]] else 2.0)
+                continue
             v = 1.0
             for p in num:
                 v *= params[p]

@@ -256,6 +256,7 @@ FITTED_MODELS = pa.schema([
     _f("axis_num", pa.list_(pa.list_(_STR))),
     _f("axis_den", pa.list_(pa.list_(_STR))),
     _f("axis_margin", pa.list_(_F64)),
+    _f("axis_kind", pa.list_(_STR)),         # product | same (revati.replay.features.Axis)
     _f("knots", pa.list_(pa.list_(_F64))),   # log values per axis
     _f("residual", pa.list_(pa.float32())),  # log residual on the knots' grid, C order
     _f("base_params", pa.list_(_F64)),       # log c0_ns, log flop/ns, log byte/ns, exponent

@@ -82,3 +82,14 @@ def test_attention_flops_are_causal_pairs():
     # 4 new tokens over 6 cached: query i sees 6 + i + 1 keys -> 7 + 8 + 9 + 10 = 34 pairs
     assert _sql_row("attn_prefill", params, "bf16")["flops"] == 4 * 2 * 3 * 8 * 34
     assert math.isclose(vocab.attention_pairs(4, 10), 34)
+
+
+def test_same_kind_axis_switches_between_two_knots():
+    ax = features.FAMILIES["attn_decode"].all_axes()["same_kv_heads"]
+    mha = {"batch_size": 4, "q_tokens": 1, "kv_len": 64, "num_heads": 8, "num_kv_heads": 8, "head_dim": 64}
+    gqa = dict(mha, num_kv_heads=2)
+    assert ax.value(mha) == 1.0 and ax.value(gqa) == 2.0
+    assert _sql_row("attn_decode", mha, "bf16")["ax_same_kv_heads"] == 1.0
+    assert _sql_row("attn_decode", gqa, "bf16")["ax_same_kv_heads"] == 2.0
+    with pytest.raises(ValueError, match="exactly two"):
+        features.Axis("x", ("a",), kind="same")
