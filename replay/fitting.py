@@ -5,11 +5,12 @@ Steps, per family with data for the GPU:
 1. **Rows** (DuckDB): ``op_samples`` for the GPU and family, duplicates of a shape collapsed to
    their median, with FLOPs, bytes moved and the log of every candidate grid axis computed in
    SQL (:mod:`revati.replay.features`).
-2. **Slice**: rows come from several sources and software stacks that disagree a little on the
-   same shape; a model is fitted on one of them per dtype class (bf16 and fp16 run on the same
-   tensor cores and share one model). The preferred slice runs the kernels a current vLLM runs
-   (:data:`KERNEL_PREFERENCE`), then traces of the user's own runs, then AIConfigurator, then
-   Vidur, then the newest software version.
+2. **Slice**: rows come from several sources, software stacks and kernels that disagree a
+   little on the same shape; a model is fitted on one slice (source, software, kernel, topology)
+   per dtype class (bf16 and fp16 run on the same tensor cores and share one model). The
+   preferred slice runs the kernels a current vLLM runs (:data:`KERNEL_PREFERENCE`), on one
+   switch-connected node, from traces of the user's own runs, then AIConfigurator, then Vidur,
+   then the newest software version. Labels of one kernel are grouped (:data:`KERNEL_GROUPS`).
 3. **Form by held-out error**: every candidate (axis set x form, :mod:`revati.replay.gridmodel`)
    is fitted on the training part of each honest fold (:mod:`revati.replay.holdout`) and scored
    on the held-out part; the lowest pooled MAPE wins and is refitted on all rows.
@@ -44,12 +45,20 @@ from revati.replay import features, gridmodel, holdout, samples
 # Kernel sources in order of preference, per family (regular expressions, case-insensitive):
 # what a current vLLM runs by default on the GPUs in the database.
 KERNEL_PREFERENCE: dict[str, tuple[str, ...]] = {
-    "gemm": (r"nn\.functional\.linear", r"cutlassfp8scaledmm", r"vllm_default", r"cutlass"),
+    # block-scaled fp8 GEMMs are another kernel than per-tensor fp8: never preferred here
+    "gemm": (r"nn\.functional\.linear", r"cutlassfp8scaledmm", r"^vllm_default$", r"^linear \(per layer\)$"),
     "attn_prefill": (r"fa3", r"flash_attn(?!_fa4)", r"fa4", r"flash"),
     "attn_decode": (r"fa3", r"flash_attn(?!_fa4)", r"fa4", r"flash"),
     # vLLM's own all-reduce inside CUDA graphs (custom all-reduce, NCCL for large messages);
     # the eager numbers include host launch cost the emulator accounts for separately.
     "all_reduce": (r"graph", r"nccl", r"eager"),
+    "activation": (r"silu_and_mul",),          # the vocabulary's activation is the gated one
+}
+# Kernel sources that name the same kernel under different labels (Vidur labels every layer's
+# GEMM by the layer it belongs to) are one slice: label pattern -> the group's name.
+KERNEL_GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
+    "gemm": ((r"^(attn_pre_proj|attn_post_proj|mlp_up_proj|mlp_down_proj)$", "linear (per layer)"),),
+    "norm": ((r"^(input_layernorm|post_attention_layernorm)$", "layernorm (per layer)"),),
 }
 SOURCE_PREFERENCE = ("trace", "aiconfigurator", "vidur")
 DTYPE_CLASS = {"bf16": "16-bit", "fp16": "16-bit"}
@@ -195,6 +204,19 @@ def _kernel_rank(family: str, kernel_source: str) -> int:
     return len(prefs)
 
 
+def kernel_group(family: str, kernel_source: str) -> str:
+    for pat, name in KERNEL_GROUPS.get(family, ()):
+        if re.search(pat, kernel_source or "", flags=re.IGNORECASE):
+            return name
+    return kernel_source or ""
+
+
+def _topology_rank(topology: str) -> int:
+    """Single-node, switch-connected first; pairwise NVLink next; several nodes last."""
+    t = (topology or "").lower()
+    return 2 if "node" in t else 1 if "pairwise" in t else 0
+
+
 def _source_rank(source: str) -> int:
     try:
         return SOURCE_PREFERENCE.index(source)
@@ -258,8 +280,8 @@ def load_rows(con: duckdb.DuckDBPyConnection, gpu_key: str, family: str) -> list
     cols = con.execute(sql, [names, family]).fetchnumpy()
     if len(cols["duration_ns"]) == 0:
         return []
-    keys = list(zip(cols["source"], cols["software"], cols["kernel_source"], cols["topology"],
-                    [vocab.canonical_dtype(d) for d in cols["dtype"]]))
+    keys = list(zip(cols["source"], cols["software"], [kernel_group(family, k) for k in cols["kernel_source"]],
+                    cols["topology"], [vocab.canonical_dtype(d) for d in cols["dtype"]]))
     out = []
     for key in sorted(set(keys)):
         mask = np.array([k == key for k in keys])
@@ -276,46 +298,17 @@ def load_rows(con: duckdb.DuckDBPyConnection, gpu_key: str, family: str) -> list
 
 def rank_key(rows: FamilyRows) -> tuple:
     k = rows.key
-    return (_kernel_rank(rows.family, k.kernel_source), int("pairwise" in k.topology.lower()),
+    return (_kernel_rank(rows.family, k.kernel_source), _topology_rank(k.topology),
             _source_rank(k.source), tuple(-v for v in _version(k.software)), -len(rows))
 
 
-def merge(parts: Sequence[FamilyRows]) -> FamilyRows:
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    kernels = "|".join(sorted({p.key.kernel_source for p in parts}))
-    cat = lambda get: np.concatenate([get(p) for p in parts])  # noqa: E731
-    return FamilyRows(
-        family=first.family, key=SliceKey(first.key.source, first.key.software, kernels, first.key.topology,
-                                           first.key.dtype),
-        params={n: cat(lambda p, n=n: p.params[n]) for n in first.params},
-        model=cat(lambda p: p.model), flops=cat(lambda p: p.flops), nbytes=cat(lambda p: p.nbytes),
-        duration_ns=cat(lambda p: p.duration_ns),
-        axes_log={n: cat(lambda p, n=n: p.axes_log[n]) for n in first.axes_log},
-    )
-
-
 def choose_slices(slices: Sequence[FamilyRows], by_source: bool = False) -> dict:
-    """Best slice per dtype class (or per (dtype class, source)), merged with its equals.
-
-    Slices of the same source, software and topology whose kernel sources rank the same are
-    one measurement campaign split by op name (Vidur labels each layer) and are merged.
-    """
+    """The best slice per dtype class (or per (dtype class, source)), by :func:`rank_key`."""
     groups: dict = {}
-    for s in slices:
-        cls = dtype_class(s.key.dtype)
-        groups.setdefault((cls, s.key.source) if by_source else cls, []).append(s)
-    chosen = {}
-    for g, members in groups.items():
-        members = sorted(members, key=rank_key)
-        best = members[0]
-        same = [m for m in members
-                if (m.key.source, m.key.software, m.key.topology, dtype_class(m.key.dtype))
-                == (best.key.source, best.key.software, best.key.topology, dtype_class(best.key.dtype))
-                and _kernel_rank(m.family, m.key.kernel_source) == _kernel_rank(best.family, best.key.kernel_source)]
-        chosen[g] = merge(same)
-    return chosen
+    for sl in slices:
+        cls = dtype_class(sl.key.dtype)
+        groups.setdefault((cls, sl.key.source) if by_source else cls, []).append(sl)
+    return {g: min(members, key=rank_key) for g, members in groups.items()}
 
 
 # ---- candidates and folds ----

@@ -39,7 +39,9 @@ def op_sample_files(dirs: Iterable[os.PathLike | str]) -> list[Path]:
         candidates = [d] if d.is_file() else sorted(d.rglob("*.parquet")) if d.is_dir() else []
         for f in candidates:
             real = f.resolve()
-            if real in seen or f.name.startswith("."):
+            # dot-files and dot-folders are staging areas of imports in progress
+            hidden = any(part.startswith(".") for part in (f.relative_to(d).parts if d.is_dir() else (f.name,)))
+            if real in seen or hidden:
                 continue
             seen.add(real)
             try:
