@@ -159,7 +159,7 @@ FAMILIES: dict[str, FamilyFeatures] = {f.family: f for f in [
     ),
     *[FamilyFeatures(op, {"size_world": _single("message_bytes", "world_size")},
                      line_params=("message_bytes", "world_size"))
-      for op in ("all_reduce", "all_gather", "reduce_scatter", "send_recv")],
+      for op in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")],
     *[FamilyFeatures(op, {"tokens_hidden": _single("tokens", "hidden")}, line_params=("tokens", "hidden"))
       for op in ("norm", "rope", "activation", "elementwise", "embedding")],
 ]}
@@ -215,7 +215,7 @@ def bytes_sql(op: str) -> str:
         size = _d("message_bytes")
         if op == "all_reduce":
             return f"2.0 * ({world} - 1.0) / {world} * {size}"
-        if op in ("all_gather", "reduce_scatter"):
+        if op in ("all_gather", "reduce_scatter", "all_to_all"):
             return f"({world} - 1.0) / {world} * {size}"
         return size
     factor = {"norm": 2.0, "rope": 2.0, "activation": 3.0, "elementwise": 3.0, "embedding": 2.0}[op]

@@ -17,6 +17,8 @@ from revati import schema
 from revati.errors import BadInput, SchemaError
 
 COMPRESSION = "zstd"
+# mkstemp creates 0600 files; a finished table is as readable as any other file a user writes.
+FILE_MODE = 0o644
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -28,6 +30,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
@@ -43,6 +46,7 @@ def write_table(table: pa.Table, table_name: str, path: str | os.PathLike) -> Pa
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression=COMPRESSION)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)

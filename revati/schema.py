@@ -300,6 +300,55 @@ MODEL_EVALS = pa.schema([
     _f("test_slice", _STR),
 ])
 
+# Request arrivals of a serving workload (recorded production traces, converted benchmarks).
+# arrival_ns is relative to the trace's first request.
+REQUEST_TRACE = pa.schema([
+    RUN_ID,                             # the trace's name, e.g. azure_conv_2023
+    _req("request_id", _I64),
+    _req("arrival_ns", _I64),
+    _req("input_tokens", _I64),
+    _req("output_tokens", _I64),
+    _f("source", _STR),                 # e.g. "Azure/AzurePublicDataset@b469a113 AzureLLMInferenceTrace_conv.csv"
+])
+
+# One row per run of a `revati sweep`: the run's configuration and its serving metrics, named and
+# in the units of vllm bench serve (ms, req/s, tok/s; its `duration` is `duration_s` here). The
+# whole configuration and every metric, percentiles without a column included, are also kept as
+# JSON for DuckDB's json functions.
+_SWEEP_METRIC_COLUMNS = [
+    _f(name, _F64) for name in (
+        [
+            "request_rate", "duration_s", "request_throughput", "request_goodput", "output_throughput",
+            "total_token_throughput", "virtual_duration_s", "wall_duration_s", "speedup",
+        ]
+        + [
+            f"{stat}_{metric}_ms"
+            for metric in ("ttft", "tpot", "itl", "e2el")
+            for stat in ("mean", "median", "std", "p50", "p90", "p95", "p99")
+        ]
+    )
+]
+SWEEP_RESULTS = pa.schema([
+    RUN_ID,
+    _req("sweep_name", _STR),
+    _req("status", _STR),               # ok | failed
+    _f("config_key", _STR),             # the configuration without the request rate (one curve)
+    _f("gpu", _STR),
+    _f("num_gpus", _I64),
+    _f("model", _STR),
+    _f("config_json", _STR),            # every swept parameter of the run
+    _f("attempts", _I32),
+    _f("exit_code", _I32),
+    _f("run_wall_s", _F64),             # wall time of the run's command
+    _f("completed", _I64),
+    _f("failed", _I64),
+    _f("total_input_tokens", _I64),
+    _f("total_output_tokens", _I64),
+    _f("fallback_op_count", _I64),
+    *_SWEEP_METRIC_COLUMNS,
+    _f("metrics_json", _STR),           # the run's whole metrics.json
+])
+
 TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
     "kernels": KERNELS,
@@ -312,6 +361,8 @@ TABLES: dict[str, pa.Schema] = {
     "op_samples": OP_SAMPLES,
     "fitted_models": FITTED_MODELS,
     "model_evals": MODEL_EVALS,
+    "request_trace": REQUEST_TRACE,
+    "sweep_results": SWEEP_RESULTS,
 }
 
 

@@ -67,6 +67,8 @@ FAMILIES: dict[str, OpFamily] = {f.name: f for f in [
     OpFamily("all_reduce", _COLL, "collective", "message_bytes = size of the reduced tensor"),
     OpFamily("all_gather", _COLL, "collective", "message_bytes = size of the gathered output"),
     OpFamily("reduce_scatter", _COLL, "collective", "message_bytes = size of the full input"),
+    OpFamily("all_to_all", _COLL, "collective",
+             "message_bytes = size of each rank's send buffer (a 1/world_size slice goes to every rank)"),
     OpFamily("send_recv", _COLL, "collective", "point-to-point transfer of message_bytes"),
     OpFamily("norm", _TOKH, "memory", "RMSNorm/LayerNorm over [tokens, hidden] (fused residual add included)"),
     OpFamily("rope", _TOKH, "memory", "rotary embedding over [tokens, hidden] (hidden = (q heads + kv heads) * head_dim)"),
@@ -134,7 +136,7 @@ def bytes_moved(op: str, params: Mapping[str, float], dtype: str = "bf16") -> fl
         size, world = g("message_bytes"), max(g("world_size"), 1.0)
         if op == "all_reduce":
             return 2.0 * (world - 1.0) / world * size
-        if op in ("all_gather", "reduce_scatter"):
+        if op in ("all_gather", "reduce_scatter", "all_to_all"):
             return (world - 1.0) / world * size
         return size
     t, h = g("tokens"), g("hidden")

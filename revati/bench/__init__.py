@@ -1,0 +1,1 @@
+"""The benchmark client for OpenAI-compatible servers (``revati bench serve``)."""

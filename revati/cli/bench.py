@@ -1,0 +1,146 @@
+"""``revati bench serve``: benchmark an OpenAI-compatible server with a revati workload.
+
+Flags are named as in ``vllm bench serve`` where they mean the same. Under ``revati emulate``
+every clock the client reads is virtual, so the numbers are those of the emulated GPU.
+
+\b
+Examples:
+  revati bench serve --base-url http://127.0.0.1:8000 --model M \\
+      --dataset-name random --random-input-len 512 --random-output-len 128 \\
+      --num-prompts 200 --request-rate 4 --goodput ttft:500 tpot:50 --result-dir out/
+  revati bench serve --model M --dataset-name azure --dataset-path azure_code_2023 \\
+      --num-prompts 500 --result-dir out/          # replay at recorded timestamps
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import click
+
+from revati.bench.client import BACKENDS, LENGTH_CONTROLS, PROMPT_FORMATS
+from revati.workload.spec import DATASETS
+
+
+def _key_values(items: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=what)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=what) from None
+
+
+@click.group()
+def bench() -> None:
+    """Benchmark a serving endpoint (revati's own client)."""
+
+
+@bench.command("serve")
+@click.option("--backend", type=click.Choice(sorted(BACKENDS)), default="openai", show_default=True,
+              help="openai: /v1/completions; openai-chat: /v1/chat/completions.")
+@click.option("--base-url", default=None, help="Server base URL (default http://HOST:PORT).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--endpoint", default=None, help="API path (default: the backend's).")
+@click.option("--model", default=None, help="Model name; default: the server's first model (/v1/models).")
+@click.option("--served-model-name", default=None, help="Name the server knows the model by, if not --model.")
+@click.option("--tokenizer", default=None, help="Tokenizer path/name for text prompts (default: --model if a local directory).")
+@click.option("--dataset-name", type=click.Choice(DATASETS), default="random", show_default=True)
+@click.option("--dataset-path", default=None, help="azure: shipped trace name or request_trace Parquet; mooncake: JSONL file.")
+@click.option("--num-prompts", default=1000, show_default=True, type=int)
+@click.option("--random-input-len", "--input-len", "random_input_len", default=1024, show_default=True, type=int)
+@click.option("--random-output-len", "--output-len", "random_output_len", default=128, show_default=True, type=int)
+@click.option("--random-range-ratio", default=0.0, show_default=True, type=float,
+              help="Lengths uniform in [len*(1-r), len*(1+r)].")
+@click.option("--request-rate", default="inf", show_default=True,
+              help="Requests/s (inf: all at once; an azure trace then replays its timestamps).")
+@click.option("--burstiness", default=1.0, show_default=True, type=float,
+              help="Gamma shape of inter-arrival gaps: 1 = Poisson, <1 burstier, >1 smoother.")
+@click.option("--max-concurrency", default=None, type=int, help="Most requests in flight.")
+@click.option("--trace-time-scale", default=1.0, show_default=True, type=float, help="Replay a trace this many times faster.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--goodput", multiple=True, help="SLOs as KEY:MS (ttft, tpot, e2el); repeat or space-separate.")
+@click.option("--percentile-metrics", default="ttft,tpot,itl,e2el", show_default=True)
+@click.option("--metric-percentiles", default="50,90,95,99", show_default=True)
+@click.option("--length-control", type=click.Choice(LENGTH_CONTROLS), default="ignore_eos", show_default=True,
+              help="How output lengths are fixed: vLLM's ignore_eos, or a generation_config for transformers serve.")
+@click.option("--prompt-format", type=click.Choice(PROMPT_FORMATS), default=None,
+              help="Default: text when a tokenizer is available, else token ids.")
+@click.option("--vocab-size", default=32000, show_default=True, type=int, help="Token-id prompts draw ids below this.")
+@click.option("--hash-block-size", default=512, show_default=True, type=int,
+              help="Prompt tokens per Mooncake hash id (requests sharing ids share those tokens).")
+@click.option("--extra-body", default=None, help="JSON object merged into every request body.")
+@click.option("--header", multiple=True, help="KEY=VALUE header sent with every request.")
+@click.option("--metadata", multiple=True, help="KEY=VALUE stored in the result JSON.")
+@click.option("--label", default=None)
+@click.option("--save-result", is_flag=True, help="Write the result files (to --result-dir, else the current directory).")
+@click.option("--result-dir", default=None, type=click.Path(file_okay=False), help="Write metrics.json and requests.jsonl here.")
+@click.option("--result-filename", default="metrics.json", show_default=True)
+@click.option("--ready-check-timeout-sec", default=0, show_default=True, type=float,
+              help="Wait up to this long for the server to answer /v1/models.")
+@click.option("--gpu", default=None, help="Recorded in the result (revati emulate fills it in).")
+@click.option("--quiet", "--disable-tqdm", "quiet", is_flag=True, help="No progress bar and no table.")
+@click.argument("more_goodput", nargs=-1, metavar="")
+def serve(more_goodput: tuple[str, ...], **kw) -> None:
+    """Send a workload to an OpenAI-compatible server and report vLLM-style serving metrics."""
+    # `--goodput ttft:500 tpot:50` as in vLLM: click options take one value, so the SLOs after the
+    # first arrive as positional arguments.
+    if more_goodput and not kw["goodput"]:
+        raise click.UsageError(f"unexpected argument(s) {' '.join(more_goodput)}")
+    kw["goodput"] = kw["goodput"] + more_goodput
+    from revati.bench.client import ClientConfig
+    from revati.bench.serve import BenchConfig, first_model, run_bench
+    from revati.metrics.aggregate import MetricsConfig, parse_goodput
+    from revati.metrics.result import RunExtras
+    from revati.workload.spec import WorkloadConfig
+
+    base_url = kw["base_url"] or f"http://{kw['host']}:{kw['port']}"
+    try:
+        rate = float(kw["request_rate"])
+        goodput = parse_goodput([p for item in kw["goodput"] for p in item.split()])
+        extra_body = json.loads(kw["extra_body"]) if kw["extra_body"] else {}
+        if not isinstance(extra_body, dict):
+            raise ValueError("--extra-body must be a JSON object")
+        model = kw["model"] or first_model(base_url, kw["ready_check_timeout_sec"])
+        cfg = BenchConfig(
+            client=ClientConfig(
+                base_url=base_url, model=model, backend=kw["backend"], endpoint=kw["endpoint"],
+                served_model_name=kw["served_model_name"], length_control=kw["length_control"],
+                extra_body=extra_body, headers=_key_values(kw["header"], "--header"),
+            ),
+            workload=WorkloadConfig(
+                dataset_name=kw["dataset_name"], dataset_path=kw["dataset_path"], num_prompts=kw["num_prompts"],
+                request_rate=rate, burstiness=kw["burstiness"], max_concurrency=kw["max_concurrency"],
+                random_input_len=kw["random_input_len"], random_output_len=kw["random_output_len"],
+                random_range_ratio=kw["random_range_ratio"], trace_time_scale=kw["trace_time_scale"], seed=kw["seed"],
+            ),
+            metrics=MetricsConfig(
+                percentiles=_floats(kw["metric_percentiles"], "--metric-percentiles"),
+                percentile_metrics=tuple(m.strip() for m in kw["percentile_metrics"].split(",") if m.strip()),
+                goodput_slos_ms=goodput,
+            ),
+            tokenizer=kw["tokenizer"], prompt_format=kw["prompt_format"], vocab_size=kw["vocab_size"],
+            hash_block_size=kw["hash_block_size"],
+            result_dir=kw["result_dir"], result_filename=kw["result_filename"], save_result=kw["save_result"],
+            label=kw["label"], metadata=_key_values(kw["metadata"], "--metadata"),
+            extras=RunExtras(gpu=kw["gpu"]),
+            ready_check_timeout_s=kw["ready_check_timeout_sec"], quiet=kw["quiet"],
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if math.isnan(rate):
+        raise click.UsageError("--request-rate must be a number or inf")
+    result = run_bench(cfg)
+    if result["completed"] == 0:
+        # The files are written all the same; a sweep must not count this run as a result.
+        raise click.ClickException(f"all {result['failed']} requests failed; see requests.jsonl for the errors")

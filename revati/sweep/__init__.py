@@ -1,0 +1,1 @@
+"""``revati sweep``: grids of engine x workload x GPU configurations, run locally or on Ray."""

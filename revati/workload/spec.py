@@ -1,0 +1,106 @@
+"""A workload from its configuration: the flags of ``revati bench serve`` as one dataclass.
+
+``dataset_name`` picks where lengths (and times) come from:
+
+- ``random``: lengths uniform around ``random_input_len`` / ``random_output_len`` with
+  ``random_range_ratio`` (0 = fixed), arrivals from ``request_rate`` and ``burstiness``;
+- ``sharegpt-like``: lengths from :data:`revati.workload.lengths.SHAREGPT_LIKE`, same arrivals;
+- ``azure``: replay of a ``request_trace`` (``dataset_path``: a shipped name such as
+  ``azure_conv_2023``, the default, or a Parquet file) at its recorded timestamps;
+  ``request_rate``, if finite, instead resamples the trace's lengths under synthetic arrivals;
+- ``mooncake``: replay of a Mooncake JSONL file (``dataset_path``), prefixes from its hash ids.
+
+``trace_time_scale`` > 1 replays a trace faster. ``max_concurrency`` caps requests in flight
+(with an infinite rate that is a fixed-concurrency closed loop).
+
+Example::
+
+    from revati.workload.spec import WorkloadConfig, build_workload
+    reqs = build_workload(WorkloadConfig(num_prompts=100, request_rate=4, random_input_len=512))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from revati.workload import arrivals, lengths
+from revati.workload.request import WorkloadRequest
+from revati.workload.traces import load_request_trace, read_mooncake_jsonl, trace_requests
+
+DATASETS = ("random", "sharegpt-like", "azure", "mooncake")
+DEFAULT_AZURE_TRACE = "azure_conv_2023"
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    dataset_name: str = "random"
+    dataset_path: str | None = None
+    num_prompts: int = 1000
+    request_rate: float = math.inf
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
+    random_input_len: int = 1024
+    random_output_len: int = 128
+    random_range_ratio: float = 0.0
+    trace_time_scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset_name not in DATASETS:
+            raise ValueError(f"dataset_name must be one of {', '.join(DATASETS)}, got {self.dataset_name!r}")
+        if self.dataset_name == "mooncake" and not self.dataset_path:
+            raise ValueError("dataset mooncake needs dataset_path (a JSONL file)")
+        if self.dataset_name in ("random", "sharegpt-like") and self.dataset_path:
+            raise ValueError(f"dataset {self.dataset_name} takes no dataset_path")
+        if self.num_prompts < 1:
+            raise ValueError(f"num_prompts must be >= 1, got {self.num_prompts}")
+        if not self.request_rate > 0:
+            raise ValueError(f"request_rate must be > 0 (inf = all at once), got {self.request_rate}")
+        if not self.burstiness > 0:
+            raise ValueError(f"burstiness must be > 0, got {self.burstiness}")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.random_input_len < 1 or self.random_output_len < 1:
+            raise ValueError("random_input_len and random_output_len must be >= 1")
+        if not 0 <= self.random_range_ratio < 1:
+            raise ValueError(f"random_range_ratio must be in [0, 1), got {self.random_range_ratio}")
+        if not self.trace_time_scale > 0:
+            raise ValueError(f"trace_time_scale must be > 0, got {self.trace_time_scale}")
+
+    @property
+    def replays_timestamps(self) -> bool:
+        return self.dataset_name == "mooncake" or (self.dataset_name == "azure" and math.isinf(self.request_rate))
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["request_rate"] = "inf" if math.isinf(self.request_rate) else self.request_rate
+        d["burstiness"] = "inf" if math.isinf(self.burstiness) else self.burstiness
+        return d
+
+
+def build_workload(cfg: WorkloadConfig) -> list[WorkloadRequest]:
+    """The requests of ``cfg``, in arrival order, deterministic in ``cfg.seed``."""
+    if cfg.dataset_name == "mooncake":
+        return read_mooncake_jsonl(cfg.dataset_path, max_requests=cfg.num_prompts, time_scale=cfg.trace_time_scale)
+    if cfg.dataset_name == "azure" and cfg.replays_timestamps:
+        table = load_request_trace(cfg.dataset_path or DEFAULT_AZURE_TRACE)
+        return trace_requests(table, max_requests=cfg.num_prompts, time_scale=cfg.trace_time_scale)
+
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.dataset_name == "random":
+        dist = lengths.uniform_around(cfg.random_input_len, cfg.random_output_len, cfg.random_range_ratio)
+    elif cfg.dataset_name == "sharegpt-like":
+        dist = lengths.SHAREGPT_LIKE
+    else:  # azure lengths under synthetic arrivals
+        dist = lengths.azure_lengths_from(cfg.dataset_path or DEFAULT_AZURE_TRACE)
+    # Lengths first, then arrivals, from one generator: changing the rate keeps the lengths.
+    inputs, outputs = dist.sample(cfg.num_prompts, rng)
+    offsets = arrivals.from_rate(cfg.request_rate, cfg.burstiness).offsets_s(cfg.num_prompts, rng)
+    return [
+        WorkloadRequest(request_id=i, arrival_s=float(offsets[i]), prompt_tokens=int(inputs[i]),
+                        output_tokens=int(outputs[i]))
+        for i in range(cfg.num_prompts)
+    ]

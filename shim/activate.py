@@ -1,0 +1,69 @@
+"""Load the GPU-free runtime into this process.
+
+Called by revati's sitecustomize in every process ``revati emulate`` starts (revati/inject.py),
+or directly::
+
+    from revati.shim.activate import activate
+    activate({"gpu": "h100", "num_gpus": 1})
+    import torch
+    x = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)   # no memory, no GPU
+    t0 = time.perf_counter(); (x @ x).sum().item(); print(time.perf_counter() - t0)  # H100 time
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from revati.shim.config import EmulationConfig
+
+_ACTIVE: dict[str, Any] = {}
+
+
+def activate(config: dict[str, Any] | EmulationConfig) -> Any:
+    """Install the virtual CUDA device and virtual time; returns the process Runtime."""
+    if "runtime" in _ACTIVE:
+        return _ACTIVE["runtime"]
+    cfg = config if isinstance(config, EmulationConfig) else EmulationConfig.from_json(dict(config))
+
+    import torch
+
+    from revati.shim import cuda_api, native, runtime, vtensor, vtime, wholeops
+
+    guard = native.cuda_guard()
+    guard.revati_install_cuda_guard(cfg.num_gpus)
+    coordinator = vtime.connect_coordinator(cfg)
+    rt = runtime.install(runtime.Runtime(cfg, start_ns=coordinator.start_ns(), coordinator=coordinator))
+    cuda_api.install(rt, guard)
+    vtensor.register_factories()
+    wholeops.install()
+    # torch.tensor(data, device="cuda") builds on the CPU and then copies: a thread-local switch.
+    torch._C._set_only_lift_cpu_tensors(True)
+    vtime.THREAD_START_HOOKS.append(lambda: torch._C._set_only_lift_cpu_tensors(True))
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    vtime.install(rt, coordinator)
+    _ACTIVE["runtime"] = rt
+    atexit.register(_at_exit)
+    return rt
+
+
+def _at_exit() -> None:
+    rt = _ACTIVE.get("runtime")
+    if rt is None:
+        return
+    try:
+        rt.timeline.write()
+        if rt.config.stats_dir:
+            from revati.parquet_io import atomic_write_bytes
+
+            summary = rt.summary()
+            summary["dispatch"] = rt.stats.line()
+            summary["predictor"] = rt.predictor.stats.line()
+            path = Path(rt.config.stats_dir) / f"process-{os.getpid()}.json"
+            atomic_write_bytes(path, json.dumps(summary, indent=2, default=str).encode())
+    finally:
+        if rt.coordinator is not None:
+            rt.coordinator.close()

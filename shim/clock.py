@@ -1,0 +1,72 @@
+"""The process's virtual host clock.
+
+# Note [Virtual host clock]
+# The host clock of an emulated process advances by
+#   - the CPU time the program itself spends (process CPU time, i.e. all its threads), minus
+#     the CPU time spent inside revati (the shim's dispatch, value propagation, coordination):
+#     what the framework would spend on a real GPU box, not what emulation costs here;
+#   - modelled costs that exist on a GPU box but not here (kernel launch overhead), charged
+#     explicitly;
+#   - jumps at synchronisation points and granted waits (never backwards).
+# CPU time rather than wall time keeps the clock honest when other emulated processes share
+# the cores. With ``count_host_cpu=False`` the clock moves only by charges and jumps, which
+# makes runs bit-for-bit repeatable (used by tests).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+cpu_ns = time.process_time_ns
+
+
+class ProcessClock:
+    """Virtual nanoseconds for this process. See Note [Virtual host clock]."""
+
+    def __init__(self, start_ns: int = 0, count_host_cpu: bool = True, host_speed: float = 1.0,
+                 extra_excluded_ns: Callable[[], int] | None = None):
+        if host_speed <= 0:
+            raise ValueError(f"host_speed must be positive, got {host_speed}")
+        self.count_host_cpu = count_host_cpu
+        self._scale = 1.0 / host_speed
+        self._extra = extra_excluded_ns
+        self._lock = threading.Lock()
+        self.shim_cpu_ns = 0          # CPU time spent inside revati (excluded)
+        self._base_v = int(start_ns)
+        self._base_cpu = cpu_ns()
+        self._base_excl = self._excluded()
+
+    def _excluded(self) -> int:
+        return self.shim_cpu_ns + (self._extra() if self._extra is not None else 0)
+
+    def now_at(self, cpu: int) -> int:
+        """Virtual time for a process-CPU reading taken by the caller."""
+        if not self.count_host_cpu:
+            return self._base_v
+        own = cpu - self._base_cpu - (self._excluded() - self._base_excl)
+        return self._base_v + (int(own * self._scale) if own > 0 else 0)
+
+    def now(self) -> int:
+        return self.now_at(cpu_ns())
+
+    def exclude(self, ns: int) -> None:
+        """CPU time spent in revati, not in the program."""
+        self.shim_cpu_ns += ns
+
+    def charge(self, ns: int) -> None:
+        """A modelled host cost (kernel launch overhead, ...)."""
+        self._base_v += int(ns)
+
+    def advance_to(self, t_ns: int) -> int:
+        """Jump forward to ``t_ns`` if it is later than now; return the new now."""
+        with self._lock:
+            cpu = cpu_ns()
+            now = self.now_at(cpu)
+            if t_ns > now:
+                self._base_v = int(t_ns)
+                self._base_cpu = cpu
+                self._base_excl = self._excluded()
+                return int(t_ns)
+            return now

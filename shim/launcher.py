@@ -1,0 +1,103 @@
+"""Run a command under emulation: every Python process it starts gets the shim.
+
+The launcher owns the emulation's lifetime: it prepares the injected environment (revati/inject.py),
+starts the timekeeper when one is needed, runs the command in its own process group (so nothing
+is left behind on Ctrl-C, a crash or a deadlock), and gathers each process's summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from revati.inject import injection_env
+from revati.shim.config import EmulationConfig
+from revati.shim.vtime import EPOCH_ENV, MONO_ENV
+
+
+@dataclass
+class EmulationResult:
+    returncode: int
+    wall_s: float
+    processes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def virtual_s(self) -> float:
+        """The emulated processes' longest virtual run."""
+        return max((p.get("virtual_now_ns", 0) for p in self.processes), default=0) / 1e9
+
+    @property
+    def fallback_op_count(self) -> int:
+        return sum(p.get("fallback_op_count", 0) for p in self.processes)
+
+
+def emulation_env(cfg: EmulationConfig, base_env: dict[str, str] | None = None) -> dict[str, str]:
+    env = injection_env("emulate", cfg.to_json(), base_env)
+    env.setdefault(EPOCH_ENV, str(time.time_ns()))
+    env.setdefault(MONO_ENV, str(time.monotonic_ns()))
+    # One intra-op thread: real CPU work in an emulated process is the program's own host work,
+    # and several emulated processes share this machine's cores.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
+        base_env: dict[str, str] | None = None, timeout_s: float | None = None) -> EmulationResult:
+    stats_dir = cfg.stats_dir
+    tmp = None
+    if stats_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="revati-stats-")
+        stats_dir = cfg.stats_dir = tmp.name
+    Path(stats_dir).mkdir(parents=True, exist_ok=True)
+    env = emulation_env(cfg, base_env)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)
+    try:
+        returncode = proc.wait(timeout=timeout_s)
+    except BaseException:
+        _kill_group(proc)
+        raise
+    finally:
+        _kill_group(proc, only_leftovers=True)
+    wall = time.monotonic() - t0
+    processes = []
+    for f in sorted(Path(stats_dir).glob("process-*.json")):
+        try:
+            processes.append(json.loads(f.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    if tmp is not None:
+        tmp.cleanup()
+    return EmulationResult(returncode, wall, processes)
+
+
+def _kill_group(proc: subprocess.Popen, only_leftovers: bool = False) -> None:
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = proc.pid
+    if only_leftovers and proc.poll() is None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
+    if proc.poll() is None:
+        proc.wait(timeout=5)

@@ -1,0 +1,191 @@
+"""In-process coordination of virtual waits, for an emulation of a single process.
+
+It implements the same interface as the timekeeper client (revati.shim.coord.client) --
+``begin_wait``/``end_wait``/``mark_ready``/``register_thread``/``gvt_ns``/``collective`` -- with
+the same rule restricted to one process: virtual time moves past a waiting thread's deadline
+only when every program thread of the process is waiting (Note [Virtual time coordination]),
+and then the earliest deadline is granted. A thread blocked in a call revati does not
+instrument (a raw lock, a C extension waiting on a socket) would stall that rule; a monitor
+thread detects it from /proc (the thread sleeps and does not run) and treats it as waiting.
+"""
+
+from __future__ import annotations
+
+import _thread
+import itertools
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from revati.errors import DeadlockError
+
+_real_monotonic = time.monotonic
+_real_sleep = time.sleep
+
+
+@dataclass(eq=False)
+class _Waiter:
+    thread: int
+    deadline_ns: int | None
+    io_check: Callable[[], bool] | None
+    on_wake: Callable[[int], None]
+    granted_ns: int | None = None
+    ready: bool = False
+
+
+
+
+class LocalCoordinator:
+    def __init__(self, start_ns: int = 0, stall_check_s: float = 0.02, deadlock_timeout_s: float = 30.0):
+        self._lock = _thread.allocate_lock()
+        self._threads: dict[int, int] = {}        # ident -> native id
+        self._waiters: dict[int, _Waiter] = {}
+        self._tokens = itertools.count(1)
+        self._gvt = int(start_ns)
+        self._start = int(start_ns)
+        self._stall_check_s = stall_check_s
+        self._deadlock_timeout_s = deadlock_timeout_s
+        self._cpu_ns = 0
+        self._presumed_waiting: set[int] = set()
+        self._closed = False
+        self.grants = 0
+        self.register_thread()
+        self._monitor = threading.Thread(target=self._watch, name="revati-local-coord", daemon=True)
+        self._monitor._revati_internal = True  # type: ignore[attr-defined]
+        self._monitor.start()
+
+    # -- interface ------------------------------------------------------------------------------
+    def start_ns(self) -> int:
+        return self._start
+
+    def gvt_ns(self) -> int:
+        return self._gvt
+
+    def coordination_cpu_ns(self) -> int:
+        return self._cpu_ns
+
+    def register_thread(self, key: object = None) -> None:
+        """Count a program thread; ``key`` names a thread that is starting (no ident yet)."""
+        with self._lock:
+            if key is None:
+                self._threads[threading.get_ident()] = threading.get_native_id()
+            else:
+                self._threads[key] = 0  # type: ignore[index]
+
+    def unregister_thread(self, key: object = None) -> None:
+        with self._lock:
+            self._threads.pop(threading.get_ident() if key is None else key, None)  # type: ignore[call-overload]
+            self._maybe_advance()
+
+    def touch(self) -> None:
+        if self._presumed_waiting:
+            with self._lock:
+                self._presumed_waiting.discard(threading.get_ident())
+
+    def begin_wait(self, deadline_ns: int | None, io_check: Callable[[], bool] | None,
+                   on_wake: Callable[[int], None]) -> int:
+        with self._lock:
+            token = next(self._tokens)
+            ident = threading.get_ident()
+            self._presumed_waiting.discard(ident)
+            self._waiters[token] = _Waiter(ident, deadline_ns, io_check, on_wake)
+            self._maybe_advance()
+            return token
+
+    def end_wait(self, token: int) -> int | None:
+        with self._lock:
+            w = self._waiters.pop(token, None)
+            return w.granted_ns if w is not None else None
+
+    def mark_ready(self, token: int) -> None:
+        """The waiter was woken by another thread of this process (notify): it is running."""
+        with self._lock:
+            w = self._waiters.get(token)
+            if w is not None:
+                w.ready = True
+
+    def collective(self, group_key, seq, rank, world_size, arrival_ns, cost_ns, payload=None):
+        if world_size != 1:
+            raise RuntimeError("in-process coordination cannot run a collective across processes; "
+                               "start the emulation with `revati emulate`")
+        return arrival_ns + cost_ns, [payload]
+
+    def close(self) -> None:
+        self._closed = True
+
+    def after_fork_in_child(self) -> None:
+        """Only the forking thread survives a fork: start over with it (and a new monitor)."""
+        self._lock = _thread.allocate_lock()
+        self._threads = {threading.get_ident(): threading.get_native_id()}
+        self._waiters = {}
+        self._presumed_waiting = set()
+        self._closed = False
+        self._monitor = threading.Thread(target=self._watch, name="revati-local-coord", daemon=True)
+        self._monitor._revati_internal = True  # type: ignore[attr-defined]
+        self._monitor.start()
+
+    # -- the rule ---------------------------------------------------------------------------------
+    def _maybe_advance(self) -> None:
+        # Called with the lock held.
+        t0 = time.thread_time_ns()
+        try:
+            live = [w for w in self._waiters.values() if not w.ready and w.granted_ns is None]
+            waiting = {w.thread for w in live} | self._presumed_waiting
+            if any(ident not in waiting for ident in self._threads):
+                return
+            timed = [w for w in live if w.deadline_ns is not None]
+            if not timed:
+                return
+            for w in live:
+                if w.io_check is not None and w.io_check():
+                    return  # its I/O is ready: that thread is about to run
+            t = min(w.deadline_ns for w in timed)  # type: ignore[type-var]
+            self._gvt = max(self._gvt, t)
+            self.grants += 1
+            for w in timed:
+                if w.deadline_ns == t:
+                    w.granted_ns = t
+                    w.on_wake(t)
+        finally:
+            self._cpu_ns += time.thread_time_ns() - t0
+
+    def _watch(self) -> None:
+        """Treat threads blocked outside revati's waits as waiting (see module docstring).
+
+        A thread waiting for the GIL also sleeps in the kernel, so a sleeping thread alone
+        proves nothing; the test is that the whole process used (almost) no CPU over a window
+        while a deadline was pending and some thread was outside a coordinated wait.
+        """
+        while not self._closed:
+            t_own = time.thread_time_ns()
+            cpu0 = time.process_time_ns()
+            _real_sleep(self._stall_check_s)
+            with self._lock:
+                pending = any(w.deadline_ns is not None and w.granted_ns is None for w in self._waiters.values())
+                waiting = {w.thread for w in self._waiters.values() if not w.ready and w.granted_ns is None}
+                running = {i for i in self._threads if i not in waiting and i not in self._presumed_waiting}
+            own = time.thread_time_ns() - t_own
+            busy = time.process_time_ns() - cpu0 - own
+            window = int(self._stall_check_s * 1e9)
+            if busy > window // 50:
+                # someone ran: nobody may be presumed waiting any more
+                if self._presumed_waiting:
+                    with self._lock:
+                        self._presumed_waiting.clear()
+            elif pending and running:
+                with self._lock:
+                    self._presumed_waiting.update(running)
+                    self._maybe_advance()
+            self._cpu_ns += time.thread_time_ns() - t_own
+
+    def check_deadlock(self) -> None:
+        with self._lock:
+            live = [w for w in self._waiters.values() if not w.ready and w.granted_ns is None]
+            if live and len({w.thread for w in live}) == len(self._threads) and \
+                    all(w.deadline_ns is None and w.io_check is None for w in live):
+                raise DeadlockError({f"thread {w.thread}": "waiting with no deadline" for w in live})
+
+    def _pid(self) -> int:
+        return os.getpid()

@@ -1,0 +1,258 @@
+"""Every clock the program reads and every wait it makes, virtual.
+
+``install(rt, coordinator)`` patches:
+- ``time.time/time_ns/monotonic/monotonic_ns/perf_counter/perf_counter_ns`` and ``time.sleep``;
+  names bound early (``from time import perf_counter`` in modules imported before revati) are
+  rebound by scanning the loaded modules; modules imported later bind the patched functions;
+- ``datetime.datetime.now/utcnow/today`` and ``datetime.date.today``;
+- ``threading.Condition.wait/notify`` (so Event, Semaphore, Barrier, queue.Queue and
+  concurrent.futures waits are virtual), ``threading.Thread.join``, and thread start/exit so the
+  coordinator knows which threads exist;
+- every ``selectors`` selector's ``select`` and ``select.select`` (so asyncio's stock event
+  loop, multiprocessing.connection.wait and subprocess timeouts are virtual), and blocking
+  ``multiprocessing`` Connection reads;
+- uvloop, when imported, falls back to the stock asyncio loop (its C loop reads real clocks).
+
+All processes of one emulation share the epoch and the monotonic base, so time.time() and
+time.monotonic() agree across processes as they do on one real machine.
+"""
+
+from __future__ import annotations
+
+import datetime as _datetime
+import os
+import selectors
+import sys
+import threading
+import time
+import types
+from typing import Any
+
+from revati.shim import import_hooks
+from revati.shim.vwait import Waits, virtual_select_select, virtual_selector_select
+
+REAL = {name: getattr(time, name) for name in (
+    "time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns", "sleep")}
+
+EPOCH_ENV = "REVATI_EPOCH_NS"
+MONO_ENV = "REVATI_MONO_BASE_NS"
+
+
+def connect_coordinator(cfg) -> Any:
+    if cfg.coordinator:
+        from revati.shim.coord.client import Coordinator  # the timekeeper client
+
+        return Coordinator.connect(cfg.coordinator, token=cfg.coordinator_token,
+                                   name=cfg.process_name or _default_name())
+    from revati.shim.local_coord import LocalCoordinator
+
+    return LocalCoordinator(start_ns=0)
+
+
+def _default_name() -> str:
+    return f"{os.path.basename(sys.argv[0] or 'python')}-{os.getpid()}"
+
+
+def _bases() -> tuple[int, int]:
+    epoch = os.environ.get(EPOCH_ENV)
+    mono = os.environ.get(MONO_ENV)
+    epoch_ns = int(epoch) if epoch else REAL["time_ns"]()
+    mono_ns = int(mono) if mono else REAL["monotonic_ns"]()
+    # Children inherit the same bases, so all processes of the emulation agree.
+    os.environ[EPOCH_ENV] = str(epoch_ns)
+    os.environ[MONO_ENV] = str(mono_ns)
+    return epoch_ns, mono_ns
+
+
+_STATE: dict[str, Any] = {}
+THREAD_START_HOOKS: list = []  # run at the start of every program thread (thread-local torch state)
+
+
+def install(rt, coordinator) -> Waits:
+    if "waits" in _STATE:
+        return _STATE["waits"]
+    clock = rt.clock
+    waits = Waits(clock, coordinator)
+    _STATE["waits"] = waits
+    epoch_ns, mono_ns = _bases()
+    now = clock.now
+
+    def v_time() -> float:
+        return (epoch_ns + now()) / 1e9
+
+    def v_time_ns() -> int:
+        return epoch_ns + now()
+
+    def v_monotonic() -> float:
+        return (mono_ns + now()) / 1e9
+
+    def v_monotonic_ns() -> int:
+        return mono_ns + now()
+
+    def v_sleep(secs: float) -> None:
+        if secs < 0:
+            raise ValueError("sleep length must be non-negative")
+        if secs == 0:
+            REAL["sleep"](0)
+            return
+        waits.sleep_until(now() + int(secs * 1e9))
+
+    virtual = {
+        "time": v_time, "time_ns": v_time_ns, "monotonic": v_monotonic, "monotonic_ns": v_monotonic_ns,
+        "perf_counter": v_monotonic, "perf_counter_ns": v_monotonic_ns, "sleep": v_sleep,
+    }
+    for name, fn in virtual.items():
+        fn.__name__ = name
+        fn.__qualname__ = name
+        fn.__module__ = "time"
+        setattr(time, name, fn)
+    _rebind_early(virtual)
+    _install_datetime()
+    _install_threading(waits, coordinator)
+    _install_selectors(waits)
+    _install_multiprocessing(waits)
+    import_hooks.on_import("uvloop", _neutralise_uvloop)
+    _install_fork_handling(rt, coordinator)
+    return waits
+
+
+def _rebind_early(virtual: dict[str, Any]) -> int:
+    """Replace real time functions bound under other names in already-loaded modules."""
+    originals = {id(fn): virtual[name] for name, fn in REAL.items()}
+    count = 0
+    for name, mod in list(sys.modules.items()):
+        # revati's own modules keep their real clocks on purpose (the coordinator's monitor, ...)
+        if not isinstance(mod, types.ModuleType) or mod is time or name.startswith("revati."):
+            continue
+        d = getattr(mod, "__dict__", None)
+        if not d:
+            continue
+        try:
+            items = list(d.items())
+        except RuntimeError:
+            continue
+        for key, value in items:
+            repl = originals.get(id(value))
+            if repl is not None and callable(value):
+                d[key] = repl
+                count += 1
+    return count
+
+
+def _install_datetime() -> None:
+    real_dt, real_date = _datetime.datetime, _datetime.date
+
+    class datetime(real_dt):  # noqa: N801 - pickles as datetime.datetime
+        @classmethod
+        def now(cls, tz=None):
+            return cls.fromtimestamp(time.time(), tz)
+
+        @classmethod
+        def utcnow(cls):
+            return cls.fromtimestamp(time.time(), _datetime.timezone.utc).replace(tzinfo=None)
+
+        @classmethod
+        def today(cls):
+            return cls.fromtimestamp(time.time())
+
+    class date(real_date):  # noqa: N801
+        @classmethod
+        def today(cls):
+            return cls.fromtimestamp(time.time())
+
+    for cls, name in ((datetime, "datetime"), (date, "date")):
+        cls.__module__ = "datetime"
+        cls.__qualname__ = name
+        cls.__name__ = name
+    _datetime.datetime = datetime  # type: ignore[misc]
+    _datetime.date = date  # type: ignore[misc]
+
+
+def _install_threading(waits: Waits, coordinator) -> None:
+    cond = threading.Condition
+    cond.wait = lambda self, timeout=None: waits.condition_wait(self, timeout)  # type: ignore[method-assign]
+    cond.notify = lambda self, n=1: waits.condition_notify(self, n)  # type: ignore[method-assign]
+    real_join = threading.Thread.join
+    threading.Thread.join = lambda self, timeout=None: waits.join(self, timeout, real_join)  # type: ignore[method-assign]
+
+    real_bootstrap = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+    real_start = threading.Thread.start
+
+    def start(self):
+        # Count the new thread from the moment start() is called: the starter then waits for
+        # it, and until the OS runs it nobody else may take that as "every thread is waiting".
+        if getattr(self, "_revati_internal", False):
+            return real_start(self)
+        key = ("starting", id(self))
+        self._revati_start_key = key
+        coordinator.register_thread(key)
+        try:
+            return real_start(self)
+        except BaseException:
+            coordinator.unregister_thread(key)
+            raise
+
+    def _bootstrap_inner(self):
+        if getattr(self, "_revati_internal", False):
+            return real_bootstrap(self)
+        coordinator.register_thread()
+        key = getattr(self, "_revati_start_key", None)
+        if key is not None:
+            coordinator.unregister_thread(key)
+        for hook in THREAD_START_HOOKS:
+            hook()
+        try:
+            real_bootstrap(self)
+        finally:
+            # Wake joiners before leaving the coordinator: otherwise, for an instant, every
+            # thread looks like it is waiting and a joiner's timeout would be granted.
+            waits.thread_finished(self)
+            coordinator.unregister_thread()
+
+    threading.Thread._bootstrap_inner = _bootstrap_inner  # type: ignore[attr-defined]
+    threading.Thread.start = start  # type: ignore[method-assign]
+
+
+def _install_selectors(waits: Waits) -> None:
+    for name in ("SelectSelector", "PollSelector", "EpollSelector", "DevpollSelector", "KqueueSelector"):
+        cls = getattr(selectors, name, None)
+        if cls is None or getattr(cls.select, "__revati__", False):
+            continue
+        cls.select = virtual_selector_select(waits, cls.select)
+    import select as _select
+
+    _select.select = virtual_select_select(waits)
+
+
+def _install_multiprocessing(waits: Waits) -> None:
+    import multiprocessing.connection as mpc
+
+    for cls in (mpc.Connection,):
+        real_recv_bytes, real_recv = cls.recv_bytes, cls.recv
+
+        def recv_bytes(self, maxlength=None, _real=real_recv_bytes):
+            self._poll(None) if not self._poll(0) else None
+            return _real(self, maxlength)
+
+        def recv(self, _real=real_recv):
+            self._poll(None) if not self._poll(0) else None
+            return _real(self)
+
+        cls.recv_bytes = recv_bytes
+        cls.recv = recv
+
+
+def _neutralise_uvloop(mod) -> None:
+    import asyncio
+
+    mod.new_event_loop = asyncio.new_event_loop
+    mod.install = lambda: None
+    mod.EventLoopPolicy = asyncio.DefaultEventLoopPolicy
+    mod.Loop = asyncio.SelectorEventLoop
+    mod.run = lambda main, *, debug=None, **kw: asyncio.run(main, debug=debug)
+
+
+def _install_fork_handling(rt, coordinator) -> None:
+    hook = getattr(coordinator, "after_fork_in_child", None)
+    if hook is not None:
+        os.register_at_fork(after_in_child=hook)

@@ -1,0 +1,300 @@
+"""Virtual waits: sleeps, timeouts and blocking I/O that cost no wall time.
+
+Every wait the program can make with a timeout, and every blocking wait on I/O, goes through
+the coordinator (Note [Virtual time coordination]): the waiting thread registers a virtual
+deadline (or none) and really blocks on a private primitive; the coordinator wakes it when
+virtual time reaches the deadline, or its I/O / a notify from another thread wakes it first.
+Then the process clock jumps to the granted deadline, or to at least the coordinator's global
+virtual time when something real woke it. Zero timeouts never block.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import select as _select
+import selectors
+import threading
+from typing import Any, Callable
+
+_REAL_SELECT = _select.select
+_allocate_lock = _thread.allocate_lock
+
+
+class Waits:
+    """The wait primitives, bound to one process's clock and coordinator."""
+
+    def __init__(self, clock, coordinator):
+        self.clock = clock
+        self.coord = coordinator
+        self._tls = threading.local()
+        self._state_lock = _allocate_lock()
+        self.waits = 0
+
+    # -- helpers ------------------------------------------------------------------------------
+    def deadline(self, timeout_s: float | None) -> int | None:
+        if timeout_s is None:
+            return None
+        return self.clock.now() + max(int(timeout_s * 1e9), 0)
+
+    def _after_wake(self, granted: int | None) -> None:
+        if granted is not None:
+            self.clock.advance_to(granted)
+        else:
+            gvt = self.coord.gvt_ns()
+            if gvt > self.clock.now():
+                self.clock.advance_to(gvt)
+
+    def _wake_pipe(self) -> tuple[int, int]:
+        pipe = getattr(self._tls, "pipe", None)
+        if pipe is None:
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            pipe = self._tls.pipe = (r, w)
+        return pipe
+
+    # -- a pure timer wait (time.sleep) ----------------------------------------------------------
+    def sleep_until(self, deadline_ns: int) -> None:
+        self.waits += 1
+        lock = _allocate_lock()
+        lock.acquire()
+        token = self.coord.begin_wait(deadline_ns, None, lambda t: _release(lock))
+        try:
+            lock.acquire()
+        finally:
+            granted = self.coord.end_wait(token)
+        self._after_wake(granted if granted is not None else deadline_ns)
+
+    # -- a wait on file descriptors -------------------------------------------------------------------
+    def wait_fds(self, poll_ready: Callable[[], Any], fds_events: list[tuple[int, int]],
+                 timeout_s: float | None) -> Any:
+        """Block until ``poll_ready()`` is truthy or the virtual timeout passes.
+
+        ``poll_ready`` is a zero-timeout readiness check (it is also how the coordinator's probe
+        asks whether this wait is about to end); ``fds_events`` are (fd, poll events) to really
+        block on.
+        """
+        ready = poll_ready()
+        if ready or (timeout_s is not None and timeout_s <= 0):
+            return ready
+        self.waits += 1
+        rfd, wfd = self._wake_pipe()
+        deadline = self.deadline(timeout_s)
+        token = self.coord.begin_wait(deadline, lambda: bool(poll_ready()), lambda t: _poke(wfd))
+        try:
+            poller = _select.poll()
+            for fd, ev in fds_events:
+                poller.register(fd, ev)
+            poller.register(rfd, _select.POLLIN)
+            while True:
+                try:
+                    events = poller.poll(None)
+                except InterruptedError:
+                    continue
+                break
+        finally:
+            granted = self.coord.end_wait(token)
+            _drain(rfd)
+        self._after_wake(granted)
+        return poll_ready()
+
+    # -- threading.Condition -------------------------------------------------------------------------
+    def condition_wait(self, cond: threading.Condition, timeout: float | None) -> bool:
+        if not cond._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot wait on un-acquired lock")
+        waiter = _allocate_lock()
+        waiter.acquire()
+        state = _WaiterState()
+        _STATES[waiter] = state
+        cond._waiters.append(waiter)  # type: ignore[attr-defined]
+        saved = cond._release_save()  # type: ignore[attr-defined]
+        gotit = False
+        try:
+            if timeout is not None and timeout <= 0:
+                gotit = waiter.acquire(False)
+                return gotit
+            self.waits += 1
+            deadline = self.deadline(timeout)
+
+            def on_wake(t: int) -> None:
+                with self._state_lock:
+                    if state.notified:
+                        return
+                    state.timed_out = True
+                _release(waiter)
+
+            state.token = self.coord.begin_wait(deadline, None, on_wake)
+            try:
+                waiter.acquire()
+            finally:
+                granted = self.coord.end_wait(state.token)
+            gotit = state.notified
+            self._after_wake(None if gotit else granted)
+            return gotit
+        finally:
+            _STATES.pop(waiter, None)
+            cond._acquire_restore(saved)  # type: ignore[attr-defined]
+            if not gotit:
+                try:
+                    cond._waiters.remove(waiter)  # type: ignore[attr-defined]
+                except ValueError:
+                    pass
+
+    def condition_notify(self, cond: threading.Condition, n: int = 1) -> None:
+        if not cond._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot notify on un-acquired lock")
+        waiters = cond._waiters  # type: ignore[attr-defined]
+        while waiters and n > 0:
+            waiter = waiters[0]
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                pass
+            state = _STATES.get(waiter)
+            if state is None:
+                try:
+                    waiter.release()
+                except RuntimeError:
+                    continue
+                n -= 1
+                continue
+            with self._state_lock:
+                if state.timed_out:
+                    continue
+                state.notified = True
+            _release(waiter)
+            if state.token is not None:
+                self.coord.mark_ready(state.token)
+            n -= 1
+
+    # -- Thread.join ----------------------------------------------------------------------------------
+    def join(self, thread: threading.Thread, timeout: float | None, real_join: Callable) -> None:
+        if not thread._started.is_set():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot join thread before it is started")
+        if thread is threading.current_thread():
+            raise RuntimeError("cannot join current thread")
+        if not thread.is_alive():
+            return real_join(thread, None)
+        lock = _allocate_lock()
+        lock.acquire()
+        joiners = thread.__dict__.setdefault("_revati_joiners", [])
+        token = self.coord.begin_wait(self.deadline(timeout), None, lambda t: _release(lock))
+        joiners.append((lock, token))
+        # thread_finished sets the flag before it wakes the joiners it sees: a joiner that
+        # registered too late to be seen sees the flag here instead.
+        if thread.__dict__.get("_revati_done"):
+            self.coord.mark_ready(token)
+            _release(lock)
+        try:
+            lock.acquire()
+        finally:
+            granted = self.coord.end_wait(token)
+            try:
+                joiners.remove((lock, token))
+            except ValueError:
+                pass
+        if thread.__dict__.get("_revati_done"):
+            real_join(thread, None)  # only the interpreter's last bookkeeping is left
+            self._after_wake(None)
+        else:
+            self._after_wake(granted)
+
+    def thread_finished(self, thread: threading.Thread) -> None:
+        thread.__dict__["_revati_done"] = True
+        for lock, token in list(thread.__dict__.get("_revati_joiners", [])):
+            self.coord.mark_ready(token)
+            _release(lock)
+
+
+class _WaiterState:
+    __slots__ = ("token", "notified", "timed_out")
+
+    def __init__(self) -> None:
+        self.token: int | None = None
+        self.notified = False
+        self.timed_out = False
+
+
+_STATES: dict[Any, _WaiterState] = {}
+
+
+def _release(lock) -> None:
+    try:
+        lock.release()
+    except RuntimeError:
+        pass
+
+
+def _poke(fd: int) -> None:
+    try:
+        os.write(fd, b"x")
+    except (BlockingIOError, OSError):
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+# -- selectors / select ----------------------------------------------------------------------------
+
+_POLL_OF = {selectors.EVENT_READ: _select.POLLIN, selectors.EVENT_WRITE: _select.POLLOUT}
+
+
+def selector_fds(sel: selectors.BaseSelector) -> list[tuple[int, int]]:
+    fileno = getattr(sel, "fileno", None)
+    if fileno is not None:
+        try:
+            return [(fileno(), _select.POLLIN)]
+        except (OSError, ValueError, NotImplementedError):
+            pass
+    out = []
+    for key in sel.get_map().values():
+        ev = 0
+        if key.events & selectors.EVENT_READ:
+            ev |= _select.POLLIN
+        if key.events & selectors.EVENT_WRITE:
+            ev |= _select.POLLOUT
+        out.append((key.fd, ev))
+    return out
+
+
+def virtual_selector_select(waits: Waits, real_select: Callable) -> Callable:
+    def select(self, timeout=None):
+        if timeout is not None and timeout <= 0:
+            return real_select(self, 0)
+        if not self.get_map():  # nothing to wait on: a plain sleep
+            if timeout is None:
+                return real_select(self, None)
+            waits.sleep_until(waits.deadline(timeout))  # type: ignore[arg-type]
+            return []
+        return waits.wait_fds(lambda: real_select(self, 0), selector_fds(self), timeout) or []
+    select.__revati__ = True  # type: ignore[attr-defined]
+    return select
+
+
+def virtual_select_select(waits: Waits) -> Callable:
+    def select(rlist, wlist, xlist, timeout=None):
+        if timeout is not None and timeout <= 0:
+            return _REAL_SELECT(rlist, wlist, xlist, 0)
+        fds: list[tuple[int, int]] = []
+        for objs, ev in ((rlist, _select.POLLIN), (wlist, _select.POLLOUT), (xlist, _select.POLLPRI)):
+            for o in objs:
+                fds.append((o if isinstance(o, int) else o.fileno(), ev))
+        if not fds:
+            if timeout is not None:
+                waits.sleep_until(waits.deadline(timeout))  # type: ignore[arg-type]
+            return [], [], []
+
+        def ready():
+            r = _REAL_SELECT(rlist, wlist, xlist, 0)
+            return r if any(r) else None
+
+        return waits.wait_fds(ready, fds, timeout) or ([], [], [])
+    select.__revati__ = True  # type: ignore[attr-defined]
+    return select

@@ -1,0 +1,46 @@
+"""``revati bench serve`` flag handling: bad input gives one-line errors, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+from revati.cli import cli
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--goodput", "ttft"], "KEY:MILLISECONDS"),
+    (["--goodput", "ttft:5", "queue:3"], "unknown"),
+    (["--request-rate", "fast"], "could not convert"),
+    (["--metric-percentiles", "50,x"], "comma-separated"),
+    (["--dataset-name", "mooncake"], "dataset_path"),
+    (["--extra-body", "[1]"], "JSON object"),
+    (["--header", "nokey"], "KEY=VALUE"),
+    (["--max-concurrency", "0"], "max_concurrency"),
+    (["--dataset-name", "mooncake", "--dataset-path", "/nonexistent.jsonl"], "no such file"),
+])
+def test_bad_flags(args, message):
+    res = CliRunner().invoke(cli, ["bench", "serve", "--model", "m", "--num-prompts", "1", *args])
+    assert res.exit_code != 0
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_unreachable_server_fails_cleanly_and_still_writes_files(tmp_path):
+    base = f"http://127.0.0.1:{_closed_port()}"
+    res = CliRunner().invoke(cli, ["bench", "serve", "--base-url", base, "--model", "m", "--num-prompts", "2",
+                                   "--random-input-len", "4", "--random-output-len", "2", "--result-dir",
+                                   str(tmp_path), "--quiet"])
+    assert res.exit_code == 1 and "all 2 requests failed" in res.output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["completed"] == 0 and m["failed"] == 2
+    res = CliRunner().invoke(cli, ["bench", "serve", "--base-url", base, "--num-prompts", "1"])
+    assert res.exit_code == 1 and "cannot reach the server" in res.output

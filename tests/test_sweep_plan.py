@@ -1,0 +1,95 @@
+"""Sweep files and their expansion into runs and command lines."""
+
+from __future__ import annotations
+
+import pytest
+
+from revati.errors import BadInput
+from revati.sweep.config import DEFAULT_COMMAND, load_sweep, sweep_from_dict
+from revati.sweep.plan import RUN_DIR_MARK, TemplateError, expand, num_gpus, render_args
+
+
+def _cfg(**over):
+    data = {"name": "t", "gpus": ["h100", "a100"], "engine_command": "vllm serve /m --load-format dummy",
+            "engine": {"max_num_seqs": [8, 16], "tensor_parallel_size": 2, "enforce_eager": True},
+            "workload": {"request_rate": [1, 2.0, 4.5], "num_prompts": 10}}
+    data.update(over)
+    return sweep_from_dict(data)
+
+
+def test_cartesian_product_and_default_command():
+    cfg = _cfg()
+    assert cfg.command == DEFAULT_COMMAND
+    runs = expand(cfg)
+    assert len(runs) == 2 * 2 * 3
+    assert len({r.run_id for r in runs}) == 12
+    r = runs[0]
+    cmd = r.command("/tmp/run")
+    assert cmd[:6] == ["revati", "emulate", "--gpu", "h100", "--result-dir", "/tmp/run"]
+    i = cmd.index("--")
+    assert cmd[i + 1:i + 6] == ["vllm", "serve", "/m", "--load-format", "dummy"]
+    assert cmd[i + 6:] == ["--max-num-seqs", "8", "--tensor-parallel-size", "2", "--enforce-eager"]
+    assert cmd[6:i] == ["--request-rate", "1", "--num-prompts", "10"]
+    assert RUN_DIR_MARK in r.argv
+    assert num_gpus(r.config) == 2
+
+
+def test_run_ids_are_stable_and_rate_free_key_groups_curves():
+    a, b = expand(_cfg()), expand(_cfg(workload={"num_prompts": 10, "request_rate": [1, 2, 4.5]}))
+    assert [r.run_id for r in a] == [r.run_id for r in b]      # key order and 2 vs 2.0 do not matter
+    keys = {r.config_key for r in a}
+    assert len(keys) == 4                                       # 2 gpus x 2 max_num_seqs
+    assert {r.request_rate for r in a} == {1.0, 2.0, 4.5}
+
+
+def test_custom_template_quotes_values():
+    cfg = _cfg(gpus=[], command="python -m x --name {label} --out {run_dir}/m.json", engine={},
+               workload={"label": ["a b", "c;d"]})
+    cmds = [r.command("/r") for r in expand(cfg)]
+    assert cmds == [["python", "-m", "x", "--name", "a b", "--out", "/r/m.json"],
+                    ["python", "-m", "x", "--name", "c;d", "--out", "/r/m.json"]]
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"command": "run {nope}"}, "nope"),
+    ({"workload": {"gpu": ["x"]}}, "reserved"),
+])
+def test_template_errors(over, message):
+    with pytest.raises(TemplateError, match=message):
+        expand(_cfg(**over))
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"name": "x", "bogus": 1}, "unknown key"),
+    ({"name": "bad name"}, "letters"),
+    ({"name": "x", "engine": {"a": []}}, "empty list"),
+    ({"name": "x", "engine": {"a": 1}, "workload": {"a": 2}}, "both"),
+    ({"name": "x"}, "list gpus"),                       # default command uses {gpu}
+    ({"name": "x", "gpus": ["h100"], "slo_search": {"rate_low": 1}}, "ttft_ms"),
+    ({"name": "x", "gpus": ["h100"], "slo_search": {"ttft_ms": 1, "rate_low": 5, "rate_high": 2}}, "rate_low"),
+    ({"name": "x", "gpus": ["h100"], "jobs": 0}, "jobs"),
+    ([1, 2], "mapping"),
+])
+def test_bad_sweep_files(data, message):
+    with pytest.raises(BadInput, match=message):
+        sweep_from_dict(data)
+
+
+def test_load_sweep_file_errors(tmp_path):
+    with pytest.raises(BadInput, match="no such file"):
+        load_sweep(tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(BadInput, match="YAML"):
+        load_sweep(tmp_path / "bad.yaml")
+    (tmp_path / "ok.yaml").write_text("gpus: h100\nworkload: {request_rate: [1, 2]}\n")
+    cfg = load_sweep(tmp_path / "ok.yaml")
+    assert cfg.name == "ok" and cfg.gpus == ("h100",)
+
+
+def test_sweep_dir_defaults_under_revati_home(isolated_home):
+    assert _cfg().sweep_dir == isolated_home / "traces" / "sweeps" / "t"
+
+
+def test_render_args():
+    assert render_args({"a_b": 1.5, "c": None, "d": False, "e": True, "f": float("inf")}) == \
+        ["--a-b", "1.5", "--e", "--f", "inf"]
