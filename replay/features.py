@@ -27,7 +27,8 @@ from revati import vocab
 from revati.errors import UnsupportedOp
 
 
-AXIS_KINDS = ("product", "same")
+AXIS_KINDS = ("product", "same", "below")
+REGIME_KINDS = ("same", "below")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Axis:
     two kernel paths (attention with as many KV heads as query heads runs another code path
     than grouped-query attention); queries always land on one of the two knots, so the grid
     never blends the two regimes.
+    kind ``below``: 1 when prod(num) < ``threshold``, else 2 -- a documented switch point of the
+    software (vLLM's custom all-reduce serves messages below 8 MiB, NCCL the rest).
 
     ``margin`` is how far (as a factor) a query may lie beyond the fitted range on this axis
     before the model refuses to answer: within it the residual grid is held at its edge and
@@ -50,6 +53,7 @@ class Axis:
     den: tuple[str, ...] = ()
     margin: float = 2.0
     kind: str = "product"
+    threshold: float = 0.0
 
     def __post_init__(self):
         if not self.num:
@@ -60,6 +64,22 @@ class Axis:
             raise ValueError(f"axis {self.name!r}: unknown kind {self.kind!r}; known: {AXIS_KINDS}")
         if self.kind == "same" and (len(self.num) != 2 or self.den):
             raise ValueError(f"axis {self.name!r}: kind 'same' compares exactly two parameters")
+        if self.kind == "below" and (self.threshold <= 0 or self.den):
+            raise ValueError(f"axis {self.name!r}: kind 'below' needs a positive threshold and no den")
+
+    @property
+    def is_regime(self) -> bool:
+        """A switch between code paths: the fit never fills one regime from the other."""
+        return self.kind in REGIME_KINDS
+
+    @property
+    def stored_kind(self) -> str:
+        return f"below:{self.threshold!r}" if self.kind == "below" else self.kind
+
+    @classmethod
+    def from_stored(cls, name: str, num, den, margin: float, stored_kind: str) -> "Axis":
+        kind, _, thr = (stored_kind or "product").partition(":")
+        return cls(name, tuple(num), tuple(den), float(margin), kind, float(thr) if thr else 0.0)
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -70,6 +90,8 @@ class Axis:
         if self.kind == "same":
             return f"(CASE WHEN {self.num[0]} = {self.num[1]} THEN 1.0 ELSE 2.0 END)"
         num = " * ".join(f"CAST({p} AS DOUBLE)" for p in self.num)
+        if self.kind == "below":
+            return f"(CASE WHEN {num} < {self.threshold!r} THEN 1.0 ELSE 2.0 END)"
         if not self.den:
             return num
         den = " * ".join(f"CAST({p} AS DOUBLE)" for p in self.den)
@@ -83,6 +105,8 @@ class Axis:
             v *= float(params[p])
         for p in self.den:
             v /= float(params[p])
+        if self.kind == "below":
+            return 1.0 if v < self.threshold else 2.0
         return v
 
 
@@ -112,8 +136,9 @@ class FamilyFeatures:
         return out
 
 
-def _ax(name: str, *num: str, den: tuple[str, ...] = (), margin: float = 2.0, kind: str = "product") -> Axis:
-    return Axis(name, tuple(num), den, margin, kind)
+def _ax(name: str, *num: str, den: tuple[str, ...] = (), margin: float = 2.0, kind: str = "product",
+        threshold: float = 0.0) -> Axis:
+    return Axis(name, tuple(num), den, margin, kind, threshold)
 
 
 def _single(*names: str) -> tuple[Axis, ...]:
@@ -129,6 +154,9 @@ _BH = _ax("batch_x_heads", "batch_size", "num_heads")
 # (causal query-key pairs) carry the scaling with a longer context, so this axis may be
 # extrapolated further than the others; the cross-source check measures how well that works.
 _MHA = _ax("same_kv_heads", "num_heads", "num_kv_heads", kind="same", margin=1.0)
+# vLLM's custom all-reduce (its default inside CUDA graphs on NVLink) takes messages below
+# 8 MiB (CustomAllreduce max_size); larger ones go to NCCL, a step of several x in time.
+_CUSTOM_AR = _ax("custom_ar_size", "message_bytes", kind="below", threshold=8.0 * 1024 * 1024, margin=1.0)
 _CTX = _ax("context_ratio", "kv_len", den=("q_tokens",), margin=64.0)
 # Decode with more than one query token per sequence (speculative decoding) is not measured.
 _QDEC = _ax("q_tokens", "q_tokens", margin=1.0)
@@ -157,9 +185,12 @@ FAMILIES: dict[str, FamilyFeatures] = {f.family: f for f in [
         line_params=("batch_size", "kv_len"),
         group_params=("num_heads", "num_kv_heads", "head_dim"),
     ),
+    FamilyFeatures("all_reduce", {"size_world": _single("message_bytes", "world_size"),
+                                  "size_world_custom": (*_single("message_bytes", "world_size"), _CUSTOM_AR)},
+                   line_params=("message_bytes", "world_size")),
     *[FamilyFeatures(op, {"size_world": _single("message_bytes", "world_size")},
                      line_params=("message_bytes", "world_size"))
-      for op in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")],
+      for op in ("all_gather", "reduce_scatter", "all_to_all", "send_recv")],
     *[FamilyFeatures(op, {"tokens_hidden": _single("tokens", "hidden")}, line_params=("tokens", "hidden"))
       for op in ("norm", "rope", "activation", "elementwise", "embedding")],
 ]}
@@ -220,6 +251,24 @@ def bytes_sql(op: str) -> str:
         return size
     factor = {"norm": 2.0, "rope": 2.0, "activation": 3.0, "elementwise": 3.0, "embedding": 2.0}[op]
     return f"{factor!r} * {_d('tokens')} * {_d('hidden')} * {b}"
+
+
+# ---- the base's compute-like term ----
+# For compute and memory ops it is the FLOPs. A collective's cost is latency per algorithm step
+# plus bytes over the links; ring and tree algorithms take a number of steps growing with the
+# group, so the term is world_size - 1 (in steps), which lets the base carry the latency from
+# 2 to 8 GPUs instead of leaving it to interpolation.
+
+def base_work_sql(op: str) -> str:
+    if vocab.family(op).kind == "collective":
+        return f"greatest({_d('world_size')} - 1.0, 0.0)"
+    return flops_sql(op)
+
+
+def base_work(op: str, params: Mapping[str, float]) -> float:
+    if vocab.family(op).kind == "collective":
+        return max(float(params["world_size"]) - 1.0, 0.0)
+    return vocab.flops(op, params)
 
 
 def positive_params_sql(op: str) -> str:

@@ -76,7 +76,7 @@ class FitConfig:
     gpu: str
     families: tuple[str, ...] = ()          # empty: every family with data
     trace_dirs: tuple[Path, ...] = ()       # extra folders holding op_samples Parquet
-    include_default_traces: bool = True     # embedded traces/ and $REVATI_HOME/traces
+    include_embedded: bool = True           # the embedded traces/ ($REVATI_HOME/traces: always)
     min_rows: int = 20
     cross_source: bool = True
 
@@ -88,7 +88,7 @@ class FitConfig:
             raise ValueError(f"min_rows must be at least 4, got {self.min_rows}")
         object.__setattr__(self, "trace_dirs", tuple(Path(d) for d in self.trace_dirs))
         for d in self.trace_dirs:
-            if not d.exists():
+            if not d.is_dir():
                 raise BadInput(d, "no such folder")
 
 
@@ -115,7 +115,7 @@ class FamilyRows:
     key: SliceKey
     params: dict[str, np.ndarray]
     model: np.ndarray
-    flops: np.ndarray
+    work: np.ndarray         # the base's compute-like term (features.base_work): FLOPs, or steps
     nbytes: np.ndarray
     duration_ns: np.ndarray
     axes_log: dict[str, np.ndarray]
@@ -271,7 +271,7 @@ def load_rows(con: duckdb.DuckDBPyConnection, gpu_key: str, family: str) -> list
         )
         SELECT source, software, kernel_source, topology, dtype, model, {", ".join(params)},
                median(duration_ns) AS duration_ns,
-               {features.flops_sql(family)} AS flops, {features.bytes_sql(family)} AS nbytes,
+               {features.base_work_sql(family)} AS work, {features.bytes_sql(family)} AS nbytes,
                {", ".join(f"ln({a.sql}) AS ax_{a.name}" for a in axes.values())}
         FROM r
         GROUP BY ALL
@@ -289,7 +289,7 @@ def load_rows(con: duckdb.DuckDBPyConnection, gpu_key: str, family: str) -> list
             family=family, key=SliceKey(*[str(x) for x in key]),
             params={p: np.asarray(cols[p][mask], float) for p in params},
             model=np.asarray(cols["model"][mask], dtype=object),
-            flops=np.asarray(cols["flops"][mask], float), nbytes=np.asarray(cols["nbytes"][mask], float),
+            work=np.asarray(cols["work"][mask], float), nbytes=np.asarray(cols["nbytes"][mask], float),
             duration_ns=np.asarray(cols["duration_ns"][mask], float),
             axes_log={name: np.asarray(cols[f"ax_{name}"][mask], float) for name in axes},
         ))
@@ -316,10 +316,9 @@ def choose_slices(slices: Sequence[FamilyRows], by_source: bool = False) -> dict
 def _init_rates(spec: gpus.GPUSpec, family: str, dtype: str) -> tuple[float, float]:
     fam = vocab.family(family)
     if fam.kind == "collective":
-        bw = spec.interconnect_bandwidth_bytes_per_s / 2.0 * 0.75
-    else:
-        bw = spec.memory_bandwidth_bytes_per_s * 0.8
-    return spec.flops_for(dtype) * 0.7 / 1e9, bw / 1e9
+        # steps per ns (a few us per algorithm step), bytes per ns per direction
+        return 1.0 / 3000.0, spec.interconnect_bandwidth_bytes_per_s / 2.0 * 0.75 / 1e9
+    return spec.flops_for(dtype) * 0.7 / 1e9, spec.memory_bandwidth_bytes_per_s * 0.8 / 1e9
 
 
 @dataclass
@@ -343,6 +342,7 @@ def evaluate_candidates(rows: FamilyRows, spec: gpus.GPUSpec,
     for axis_set, axes in ff.axis_sets.items():
         X = rows.X(axes)
         margins = [a.margin for a in axes]
+        regimes = [a.is_regime for a in axes]
         for form in gridmodel.FORMS:
             if form == "base" and axis_set != next(iter(ff.axis_sets)):
                 continue  # the base alone does not depend on the axes
@@ -352,11 +352,11 @@ def evaluate_candidates(rows: FamilyRows, spec: gpus.GPUSpec,
                 if tr.sum() < 4:
                     continue
                 if form != "grid" and fold.name not in bases:
-                    bases[fold.name] = gridmodel.fit_base(rows.flops[tr], rows.nbytes[tr], rows.duration_ns[tr], *init)
-                gm = gridmodel.fit(X[tr], rows.flops[tr], rows.nbytes[tr], rows.duration_ns[tr], form=form,
-                                   axis_names=[a.name for a in axes], margins=margins,
+                    bases[fold.name] = gridmodel.fit_base(rows.work[tr], rows.nbytes[tr], rows.duration_ns[tr], *init)
+                gm = gridmodel.fit(X[tr], rows.work[tr], rows.nbytes[tr], rows.duration_ns[tr], form=form,
+                                   axis_names=[a.name for a in axes], margins=margins, regimes=regimes,
                                    base=bases.get(fold.name) if form != "grid" else None)
-                p = gm.predict(X[te], rows.flops[te], rows.nbytes[te])
+                p = gm.predict(X[te], rows.work[te], rows.nbytes[te])
                 per_fold.append((fold.name, ape_stats(rows.duration_ns[te], p)[0]))
                 measured.append(rows.duration_ns[te])
                 predicted.append(p)
@@ -420,9 +420,10 @@ def fit_family(rows: FamilyRows, spec: gpus.GPUSpec, result: FitResult) -> Fitte
     axes = ff.axis_sets[axis_set]
     X = rows.X(axes)
     init = _init_rates(spec, rows.family, dtype)
-    gm = gridmodel.fit(X, rows.flops, rows.nbytes, rows.duration_ns, form=form, axis_names=[a.name for a in axes],
-                       margins=[a.margin for a in axes], init_flops_per_ns=init[0], init_bytes_per_ns=init[1])
-    train, _ = ape_stats(rows.duration_ns, gm.predict(X, rows.flops, rows.nbytes))
+    gm = gridmodel.fit(X, rows.work, rows.nbytes, rows.duration_ns, form=form, axis_names=[a.name for a in axes],
+                       margins=[a.margin for a in axes], regimes=[a.is_regime for a in axes],
+                       init_flops_per_ns=init[0], init_bytes_per_ns=init[1])
+    train, _ = ape_stats(rows.duration_ns, gm.predict(X, rows.work, rows.nbytes))
     serves = tuple(sorted({d for d, c in DTYPE_CLASS.items() if c == dtype_class(dtype)} | {dtype}))
     return FittedFamily(
         gpu=spec.key, family=rows.family, dtype=dtype, serves_dtypes=serves, axis_set=axis_set, axes=axes,
@@ -482,14 +483,15 @@ def cross_source(slices: Sequence[FamilyRows], fitted: dict[str, FittedFamily], 
         axes = ff.axis_sets[axis_set]
         if id(a) not in models:
             init = _init_rates(spec, family, a.key.dtype)
-            models[id(a)] = gridmodel.fit(a.X(axes), a.flops, a.nbytes, a.duration_ns, form=form,
+            models[id(a)] = gridmodel.fit(a.X(axes), a.work, a.nbytes, a.duration_ns, form=form,
                                           axis_names=[x.name for x in axes], margins=[x.margin for x in axes],
+                                          regimes=[x.is_regime for x in axes],
                                           init_flops_per_ns=init[0], init_bytes_per_ns=init[1])
         gm = models[id(a)]
         inside = covered(a, b, axes)
         p = np.full(len(b), np.nan)
         if inside.any():
-            p[inside] = gm.predict(b.X(axes)[inside], b.flops[inside], b.nbytes[inside])
+            p[inside] = gm.predict(b.X(axes)[inside], b.work[inside], b.nbytes[inside])
         st, _ = ape_stats(b.duration_ns, p)
         result.evals.append(_eval_row(
             result, family, a.key.dtype, "cross_source", f"{a.key.source} -> {b.key.source}", st,
@@ -501,7 +503,7 @@ def fit_gpu(cfg: FitConfig, con: duckdb.DuckDBPyConnection | None = None,
     """Fit every family (of ``cfg.families``, or all with data) for ``cfg.gpu``."""
     say = progress or (lambda _msg: None)
     spec = gpus.get(cfg.gpu)
-    con = con or samples.connect(cfg.trace_dirs, include_default=cfg.include_default_traces)
+    con = con or samples.connect(cfg.trace_dirs, include_embedded=cfg.include_embedded)
     result = FitResult(gpu=spec.key, run_id=f"fit-{spec.key}-{time.strftime('%Y%m%dT%H%M%S')}")
     families = list(cfg.families) or families_with_data(con, spec.key)
     if not families:

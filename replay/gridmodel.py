@@ -38,7 +38,7 @@ FORMS = ("base+grid", "base", "grid")
 
 MAX_KNOTS_PER_AXIS = 80
 MAX_CELLS = 600_000
-OUTLIER_FACTOR = 3.0
+OUTLIER_FACTOR = 2.0
 
 
 @dataclass
@@ -266,13 +266,25 @@ def drop_outliers(grid: np.ndarray, factor: float = OUTLIER_FACTOR, min_neighbou
     return g, int(bad.sum())
 
 
-def fill_empty(grid: np.ndarray, max_rounds: int = 10_000) -> np.ndarray:
-    """Fill NaN cells with the mean of their filled axis-neighbours, front by front."""
+def fill_empty(grid: np.ndarray, max_rounds: int = 10_000, barrier_axes: Sequence[int] = ()) -> np.ndarray:
+    """Fill NaN cells with the mean of their filled axis-neighbours, front by front.
+
+    Neighbours across a ``barrier_axes`` axis (another code path) are used only for cells that
+    nothing in their own regime can reach.
+    """
     g = grid.copy()
     if not np.isnan(g).any():
         return g
     if np.isnan(g).all():
         return np.zeros_like(g)
+    if barrier_axes:
+        g = _fill_rounds(g, max_rounds, skip=set(barrier_axes))
+    g = _fill_rounds(g, max_rounds, skip=set())
+    g[np.isnan(g)] = 0.0
+    return g
+
+
+def _fill_rounds(g: np.ndarray, max_rounds: int, skip: set) -> np.ndarray:
     for _ in range(max_rounds):
         nan = np.isnan(g)
         if not nan.any():
@@ -280,7 +292,7 @@ def fill_empty(grid: np.ndarray, max_rounds: int = 10_000) -> np.ndarray:
         acc = np.zeros_like(g)
         cnt = np.zeros_like(g)
         for ax in range(g.ndim):
-            if g.shape[ax] < 2:
+            if g.shape[ax] < 2 or ax in skip:
                 continue
             for lo_src, lo_dst in ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1))):
                 src = [slice(None)] * g.ndim
@@ -296,7 +308,6 @@ def fill_empty(grid: np.ndarray, max_rounds: int = 10_000) -> np.ndarray:
         if not upd.any():
             break
         g[upd] = acc[upd] / cnt[upd]
-    g[np.isnan(g)] = 0.0
     return g
 
 
@@ -324,11 +335,14 @@ def fit_base(F: np.ndarray, B: np.ndarray, t: np.ndarray, init_flops_per_ns: flo
 def fit(X: np.ndarray, F: np.ndarray, B: np.ndarray, t: np.ndarray, *, form: str,
         axis_names: Sequence[str], margins: Sequence[float] | None = None,
         init_flops_per_ns: float = 5e5, init_bytes_per_ns: float = 2e3,
-        base: tuple[float, float, float, float] | None = None) -> GridModel:
+        base: tuple[float, float, float, float] | None = None,
+        regimes: Sequence[bool] | None = None) -> GridModel:
     """Fit one model on rows X (log axis values), F (FLOPs), B (bytes), t (duration ns).
 
     ``base`` reuses base parameters already fitted on the same rows (the fit compares forms
-    and axis sets on identical folds, and the base does not depend on either).
+    and axis sets on identical folds, and the base does not depend on either). ``regimes``
+    marks the axes that switch between code paths: empty cells are filled within their regime
+    first (see :func:`fill_empty`).
     """
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}; known: {FORMS}")
@@ -352,7 +366,8 @@ def fit(X: np.ndarray, F: np.ndarray, B: np.ndarray, t: np.ndarray, *, form: str
         j = int(np.argmax([len(k) for k in knots]))
         knots[j] = choose_knots(knots[j], max(2, len(knots[j]) * 2 // 3))
     if form != "base":
-        residual = fill_empty(drop_outliers(splat(knots, X, r))[0])
+        barrier = [j for j, flag in enumerate(regimes or []) if flag]
+        residual = fill_empty(drop_outliers(splat(knots, X, r))[0], barrier_axes=barrier)
     else:
         knots = [np.array([float(np.median(X[:, j]))]) for j in range(X.shape[1])]
     return GridModel(

@@ -49,6 +49,15 @@ def _f(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
 
 
+# Residuals are log-time corrections; stored on a grid of 1/4096 (<= 0.013% error in time) they
+# have short binary fractions, and the shipped files compress to a fraction of their size.
+RESIDUAL_QUANTUM = 1.0 / 4096.0
+
+
+def _quantised(residual: np.ndarray) -> list[float]:
+    return (np.round(residual.ravel() / RESIDUAL_QUANTUM) * RESIDUAL_QUANTUM).astype(np.float32).tolist()
+
+
 def models_table(result) -> pa.Table:
     """The ``fitted_models`` table of a :class:`revati.replay.fitting.FitResult`."""
     now = time.time_ns()
@@ -61,9 +70,9 @@ def models_table(result) -> pa.Table:
             "serves_dtypes": list(m.serves_dtypes), "form": gm.form, "axis_set": m.axis_set,
             "axis_names": [a.name for a in m.axes], "axis_num": [list(a.num) for a in m.axes],
             "axis_den": [list(a.den) for a in m.axes], "axis_margin": [a.margin for a in m.axes],
-            "axis_kind": [a.kind for a in m.axes],
+            "axis_kind": [a.stored_kind for a in m.axes],
             "knots": [k.tolist() for k in gm.knots],
-            "residual": gm.residual.astype(np.float32).ravel().tolist() if gm.residual is not None else None,
+            "residual": _quantised(gm.residual) if gm.residual is not None else None,
             "base_params": list(gm.base) if gm.base is not None else None,
             "range_lo": gm.range_lo.tolist(), "range_hi": gm.range_hi.tolist(), "rows": m.rows,
             "source": m.key.source, "software": m.key.software, "kernel_source": m.key.kernel_source,
@@ -117,7 +126,7 @@ def find_models_dir(gpu: str, models_dir: os.PathLike | str | None = None) -> Pa
 
 def _from_row(row: dict) -> StoredModel:
     kinds = row.get("axis_kind") or ["product"] * len(row["axis_names"])
-    axes = tuple(features.Axis(n, tuple(num), tuple(den), float(mg), kind) for n, num, den, mg, kind in
+    axes = tuple(features.Axis.from_stored(n, num, den, mg, kind) for n, num, den, mg, kind in
                  zip(row["axis_names"], row["axis_num"], row["axis_den"], row["axis_margin"], kinds))
     knots = tuple(np.asarray(k, float) for k in row["knots"])
     residual = None

@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 from revati import gpus, vocab
 from revati.gpus import GPUSpec
-from revati.replay import roofline
+from revati.replay import features, roofline
 
 # Dtypes that run on the same units at the same rate: a model fitted on one answers for the
 # other (fp16 and bf16 tensor-core GEMMs and attention are equally fast).
@@ -114,7 +114,7 @@ class FamilyModels:
         self._by_dtype: dict[str, tuple] = {}
         # A model fitted on exactly the asked dtype wins over one that merely serves it.
         for sm in sorted(stored, key=lambda m: 0 if m.dtype in m.serves_dtypes else 1):
-            entry = (tuple((a.kind == "same", a.num, a.den) for a in sm.axes), sm.model.compile(), sm)
+            entry = (tuple((a.kind, a.num, a.den, a.threshold) for a in sm.axes), sm.model.compile(), sm)
             for d in (sm.dtype, *sm.serves_dtypes):
                 if d == sm.dtype or d not in self._by_dtype:
                     self._by_dtype[d] = entry
@@ -138,11 +138,11 @@ class FamilyModels:
         if entry is None:
             return None
         axes, evaluate, _ = entry
-        flops = vocab.flops(self.family, params)          # UnsupportedOp for a missing parameter
-        nbytes = vocab.bytes_moved(self.family, params, dtype)
+        nbytes = vocab.bytes_moved(self.family, params, dtype)  # UnsupportedOp for a missing parameter
+        work = features.base_work(self.family, params)
         values = []
-        for same, num, den in axes:
-            if same:
+        for kind, num, den, threshold in axes:
+            if kind == "same":
                 values.append(1.0 if params[num[0]] == params[num[1]] else 2.0)
                 continue
             v = 1.0
@@ -150,8 +150,10 @@ class FamilyModels:
                 v *= params[p]
             for p in den:
                 v /= params[p]
+            if kind == "below":
+                v = 1.0 if v < threshold else 2.0
             values.append(v)
-        return evaluate(values, flops, nbytes)
+        return evaluate(values, work, nbytes)
 
 
 def load_predictor(gpu: str, models_dir=None, roofline_params: roofline.RooflineParams = roofline.DEFAULT) -> Predictor:

@@ -1,9 +1,8 @@
-"""The ``op_samples`` table as a DuckDB view over every Parquet file that holds it.
+"""The ``op_samples`` table for fitting: the kernel database's DuckDB view (revati.replay.db).
 
-Looks in the embedded ``traces/`` folder, in ``$REVATI_HOME/traces`` and in any extra folders
-given, keeps the files whose revati metadata says they hold ``op_samples`` (trace folders hold
-other tables too), and reads them with ``union_by_name`` so older files with fewer columns
-still load.
+Reads the embedded ``traces/`` folder (unless told not to), ``$REVATI_HOME/traces`` (always,
+as ``revati db`` does) and any extra folders given; every file the view reads is validated by
+the kernel database first, so a foreign or truncated file is a one-line error naming it.
 
 Example::
 
@@ -16,56 +15,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import duckdb
 
-from revati import parquet_io, paths
-from revati.errors import BadInput, SchemaError
-
-TABLE = "op_samples"
+from revati import paths
+from revati.errors import BadInput
 
 
-def default_dirs() -> list[Path]:
-    return [paths.embedded_traces_dir(), paths.user_traces_dir()]
-
-
-def op_sample_files(dirs: Iterable[os.PathLike | str]) -> list[Path]:
-    """Every readable Parquet file under ``dirs`` whose metadata says it holds op_samples."""
-    found: list[Path] = []
-    seen: set[Path] = set()
-    for d in dirs:
+def roots(extra_dirs: Sequence[os.PathLike | str] = (), include_embedded: bool = True) -> list[Path]:
+    out: list[Path] = [paths.embedded_traces_dir().resolve()] if include_embedded else []
+    for d in extra_dirs:
         d = Path(d)
-        candidates = [d] if d.is_file() else sorted(d.rglob("*.parquet")) if d.is_dir() else []
-        for f in candidates:
-            real = f.resolve()
-            # dot-files and dot-folders are staging areas of imports in progress
-            hidden = any(part.startswith(".") for part in (f.relative_to(d).parts if d.is_dir() else (f.name,)))
-            if real in seen or hidden:
-                continue
-            seen.add(real)
-            try:
-                ident = parquet_io.identify_file(f)
-            except (BadInput, SchemaError):
-                continue  # foreign or half-written files are not ours to read
-            if ident.table == TABLE:
-                found.append(f)
-    return found
+        if not d.is_dir():
+            raise BadInput(d, "not a folder of op_samples Parquet files")
+        d = d.resolve()
+        if d not in out:
+            out.append(d)
+    return out
 
 
-def connect(extra_dirs: Sequence[os.PathLike | str] = (), include_default: bool = True,
-            con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with a view ``op_samples`` (empty when no file holds any)."""
-    con = con or duckdb.connect()
-    dirs = (default_dirs() if include_default else []) + [Path(d) for d in extra_dirs]
-    files = op_sample_files(dirs)
-    if files:
-        listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-        con.execute(f"CREATE OR REPLACE VIEW {TABLE} AS "
-                    f"SELECT * FROM read_parquet([{listing}], union_by_name = true)")
-    else:
-        from revati import schema
+def connect(extra_dirs: Sequence[os.PathLike | str] = (), include_embedded: bool = True) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose view ``op_samples`` reads the given trace roots."""
+    from revati.replay.db import KernelDB
 
-        con.register("_empty_op_samples", schema.empty(TABLE))
-        con.execute(f"CREATE OR REPLACE VIEW {TABLE} AS SELECT * FROM _empty_op_samples")
-    return con
+    return KernelDB.open(roots=roots(extra_dirs, include_embedded)).con

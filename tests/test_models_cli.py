@@ -17,10 +17,12 @@ from revati.cli import cli
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     traces = root / "traces"
-    synth.write(synth.rows_for("gemm", synth.GEMM_GRID, noise=0.005), traces / "gemm.parquet")
-    synth.write(synth.rows_for("all_reduce", synth.AR_GRID, noise=0.005), traces / "ar.parquet")
-    res = CliRunner().invoke(cli, ["models", "fit", "--gpu", "h100", "--traces", str(traces),
-                                   "--no-default-traces", "-o", str(root / "models"), "-q"])
+    synth.write(synth.rows_for("gemm", synth.GEMM_GRID, noise=0.005), traces / "op_samples-gemm.parquet")
+    synth.write(synth.rows_for("all_reduce", synth.AR_GRID, noise=0.005), traces / "op_samples-ar.parquet")
+    with pytest.MonkeyPatch.context() as mp:     # module scope: the autouse home is not set yet
+        mp.setenv("REVATI_HOME", str(root / "home"))
+        res = CliRunner().invoke(cli, ["models", "fit", "--gpu", "h100", "--traces", str(traces),
+                                       "--no-embedded-traces", "-o", str(root / "models"), "-q"])
     assert res.exit_code == 0, res.output
     assert "h100_sxm: 2 models" in res.output
     return root

@@ -25,7 +25,8 @@ def _sql_row(op: str, params: dict, dtype: str) -> dict:
     con = duckdb.connect()
     con.register("t", tbl)
     axes = ff.all_axes()
-    sel = ", ".join([f"{features.flops_sql(op)} AS flops", f"{features.bytes_sql(op)} AS nbytes"]
+    sel = ", ".join([f"{features.flops_sql(op)} AS flops", f"{features.bytes_sql(op)} AS nbytes",
+                     f"{features.base_work_sql(op)} AS work"]
                     + [f"{a.sql} AS ax_{a.name}" for a in axes.values()])
     return dict(zip([d[0] for d in con.execute(f"SELECT {sel} FROM t").description],
                     con.execute(f"SELECT {sel} FROM t").fetchone()))
@@ -42,6 +43,7 @@ def test_sql_and_python_features_agree(op, data, dtype):
     got = _sql_row(op, params, dtype)
     assert got["flops"] == pytest.approx(vocab.flops(op, params), rel=1e-9)
     assert got["nbytes"] == pytest.approx(vocab.bytes_moved(op, params, dtype), rel=1e-9)
+    assert got["work"] == pytest.approx(features.base_work(op, params), rel=1e-9)
     for name, ax in ff.all_axes().items():
         assert got[f"ax_{name}"] == pytest.approx(ax.value(params), rel=1e-12)
 
@@ -93,3 +95,18 @@ def test_same_kind_axis_switches_between_two_knots():
     assert _sql_row("attn_decode", gqa, "bf16")["ax_same_kv_heads"] == 2.0
     with pytest.raises(ValueError, match="exactly two"):
         features.Axis("x", ("a",), kind="same")
+
+
+@pytest.mark.parametrize("size, expected", [(8 * 1024 * 1024 - 2, 1.0), (8 * 1024 * 1024, 2.0), (1 << 30, 2.0)])
+def test_below_kind_axis_marks_the_custom_all_reduce_switch(size, expected):
+    ax = features.FAMILIES["all_reduce"].all_axes()["custom_ar_size"]
+    params = {"message_bytes": size, "world_size": 4}
+    assert ax.value(params) == expected
+    assert _sql_row("all_reduce", params, "bf16")["ax_custom_ar_size"] == expected
+    again = features.Axis.from_stored(ax.name, ax.num, ax.den, ax.margin, ax.stored_kind)
+    assert again == ax and ax.is_regime
+
+
+def test_collective_base_work_counts_algorithm_steps():
+    assert features.base_work("all_reduce", {"message_bytes": 1 << 20, "world_size": 8}) == 7.0
+    assert features.base_work("gemm", {"m": 2, "n": 3, "k": 4}) == 48.0

@@ -18,25 +18,25 @@ def traces(tmp_path):
     d = tmp_path / "traces"
     # GEMM: the law times a smooth efficiency in m that only the grid can learn; 1% noise.
     synth.write(synth.rows_for("gemm", synth.GEMM_GRID, noise=0.01,
-                               factor=lambda p: math.exp(0.2 * math.sin(math.log(p["m"]) / 3))), d / "gemm.parquet")
-    synth.write(synth.rows_for("all_reduce", synth.AR_GRID, noise=0.01), d / "ar.parquet")
+                               factor=lambda p: math.exp(0.2 * math.sin(math.log(p["m"]) / 3))), d / "op_samples-gemm.parquet")
+    synth.write(synth.rows_for("all_reduce", synth.AR_GRID, noise=0.01), d / "op_samples-ar.parquet")
     # A second, slower software stack measuring the same GEMMs: the cross-source check sees it.
     synth.write(synth.rows_for("gemm", synth.GEMM_GRID, dtype="fp16", source="vidur", software="older 0.1",
                                factor=lambda p: 1.2 * math.exp(0.2 * math.sin(math.log(p["m"]) / 3))),
-                d / "gemm_vidur.parquet")
-    # Something that is not op_samples must be ignored, not read as rows.
+                d / "op_samples-gemm-vidur.parquet")
+    # Files of other tables and other names are not read as rows.
     parquet_io.write_table(parquet_io.schema.empty("kernels"), "kernels", d / "kernels.parquet")
     (d / "junk.parquet").write_bytes(b"not parquet")
     return d
 
 
 def _fit(traces, **kw):
-    cfg = fitting.FitConfig(gpu="h100", trace_dirs=(traces,), include_default_traces=False, **kw)
+    cfg = fitting.FitConfig(gpu="h100", trace_dirs=(traces,), include_embedded=False, **kw)
     return fitting.fit_gpu(cfg)
 
 
-def test_samples_view_reads_only_op_samples(traces):
-    con = samples.connect([traces], include_default=False)
+def test_samples_view_reads_only_op_samples_files(traces):
+    con = samples.connect([traces], include_embedded=False)
     n = con.execute("SELECT count(*) FROM op_samples").fetchone()[0]
     assert n == 2 * len(synth.rows_for("gemm", synth.GEMM_GRID)) + len(synth.rows_for("all_reduce", synth.AR_GRID))
 
@@ -99,7 +99,7 @@ def test_a_failed_save_leaves_the_previous_models_intact(traces, tmp_path, monke
 
 
 def test_no_rows_means_no_models_and_a_note(traces):
-    result = fitting.fit_gpu(fitting.FitConfig(gpu="a100", trace_dirs=(traces,), include_default_traces=False))
+    result = fitting.fit_gpu(fitting.FitConfig(gpu="a100", trace_dirs=(traces,), include_embedded=False))
     assert result.models == [] and result.notes
 
 
@@ -115,3 +115,11 @@ def test_fit_config_validation(tmp_path):
 def test_load_without_models_raises_model_not_found(tmp_path):
     with pytest.raises(ModelNotFound):
         model_store.load("l4", tmp_path)
+
+
+def test_a_truncated_op_samples_file_is_a_clean_error_naming_it(tmp_path):
+    d = tmp_path / "traces"
+    d.mkdir()
+    (d / "op_samples-broken.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(BadInput, match="op_samples-broken.parquet"):
+        _fit(d)

@@ -15,10 +15,12 @@ from revati.replay.predictor import Predictor, load_predictor
 def models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("pred")
     traces = root / "traces"
-    synth.write(synth.rows_for("gemm", synth.GEMM_GRID, noise=0.005), traces / "gemm.parquet")
-    synth.write(synth.rows_for("attn_decode", synth.DECODE_GRID, noise=0.005), traces / "decode.parquet")
-    result = fitting.fit_gpu(fitting.FitConfig(gpu="h100", trace_dirs=(traces,), include_default_traces=False,
-                                               cross_source=False))
+    synth.write(synth.rows_for("gemm", synth.GEMM_GRID, noise=0.005), traces / "op_samples-gemm.parquet")
+    synth.write(synth.rows_for("attn_decode", synth.DECODE_GRID, noise=0.005), traces / "op_samples-decode.parquet")
+    with pytest.MonkeyPatch.context() as mp:     # module scope: the autouse home is not set yet
+        mp.setenv("REVATI_HOME", str(root / "home"))
+        result = fitting.fit_gpu(fitting.FitConfig(gpu="h100", trace_dirs=(traces,), include_embedded=False,
+                                                   cross_source=False))
     model_store.save(result, root / "models")
     return root / "models"
 

@@ -35,14 +35,14 @@ def models() -> None:
 @click.option("--family", "families", multiple=True, help="Only these op families (repeatable).")
 @click.option("--traces", "trace_dirs", multiple=True, type=click.Path(path_type=Path),
               help="Extra folder with op_samples Parquet (repeatable).")
-@click.option("--no-default-traces", is_flag=True,
-              help="Ignore the embedded traces/ and $REVATI_HOME/traces.")
+@click.option("--no-embedded-traces", is_flag=True,
+              help="Ignore the embedded traces/ ($REVATI_HOME/traces is always read, as by revati db).")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Parent folder for <gpu>/models.parquet [default: $REVATI_HOME/models].")
 @click.option("--no-cross-source", is_flag=True, help="Skip the cross-source check.")
 @click.option("--min-rows", default=20, show_default=True, help="Fewest rows a model is fitted on.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary line per GPU.")
-def fit_cmd(gpu_names, all_gpus, families, trace_dirs, no_default_traces, out_dir, no_cross_source,
+def fit_cmd(gpu_names, all_gpus, families, trace_dirs, no_embedded_traces, out_dir, no_cross_source,
             min_rows, quiet) -> None:
     """Fit models per op family and dtype, choosing each form by held-out error."""
     from rich.console import Console
@@ -56,7 +56,7 @@ def fit_cmd(gpu_names, all_gpus, families, trace_dirs, no_default_traces, out_di
     if not gpu_names and not all_gpus:
         raise click.UsageError("give --gpu NAME (repeatable) or --all")
     keys = [gpus.resolve_key(g) for g in gpu_names]
-    con = samples.connect(trace_dirs, include_default=not no_default_traces)
+    con = samples.connect(trace_dirs, include_embedded=not no_embedded_traces)
     if all_gpus:
         for (name,) in con.execute("SELECT DISTINCT gpu FROM op_samples WHERE gpu IS NOT NULL ORDER BY 1").fetchall():
             try:
@@ -70,7 +70,7 @@ def fit_cmd(gpu_names, all_gpus, families, trace_dirs, no_default_traces, out_di
     out = out_dir if out_dir is not None else paths.user_models_dir()
     for key in keys:
         cfg = fitting.FitConfig(gpu=key, families=tuple(families), trace_dirs=tuple(trace_dirs),
-                                include_default_traces=not no_default_traces, min_rows=min_rows,
+                                include_embedded=not no_embedded_traces, min_rows=min_rows,
                                 cross_source=not no_cross_source)
         with console.status(f"fitting {key}", spinner="dots") if not quiet else _nullcontext():
             result = fitting.fit_gpu(cfg, con=con, progress=None if quiet else lambda m: console.log(escape(m)))
