@@ -14,6 +14,8 @@ Usage::
 
 ``--refit`` recomputes every held-out number from the kernel database (embedded traces/ and
 $REVATI_HOME/traces) instead of reading what ``revati models fit`` stored; nothing is saved.
+"held-out" counts held-out predictions: a row held out by two folds (a grid line of m and one
+of n) is predicted, and counted, twice.
 """
 
 from __future__ import annotations
@@ -134,22 +136,22 @@ def main(argv=None) -> int:
         cost = predictor_cost(gpu, args.models_dir, args.repeats)
         out["gpus"][gpu] = {"models": models, "cross_source": cross, "cost": cost, "from": where}
         print(f"\n== {gpu}: held-out error ({where}) ==")
-        print(f"{'family':<14}{'dtype':<11}{'form':<10}{'axes':<12}{'rows':>7}{'held-out':>9}"
+        print(f"{'family':<16}{'dtype':<11}{'form':<10}{'axes':<19}{'rows':>7}{'held-out':>9}"
               f"{'MAPE%':>7}{'med%':>6}{'p90%':>7}  target  fitted on")
         for m in sorted(models, key=lambda m: (m["family"], m["dtype"])):
             target = ""
             if m["family"] in TARGET_FAMILIES and m["heldout_mape_pct"] is not None:
                 target = "ok" if m["heldout_mape_pct"] <= TARGET_MAPE_PCT else "MISSED"
-            print(f"{m['family']:<14}{'/'.join(m['serves_dtypes']):<11}{m['form']:<10}{m['axis_set']:<12}"
+            print(f"{m['family']:<16}{'/'.join(m['serves_dtypes']):<11}{m['form']:<10}{m['axis_set']:<19}"
                   f"{m['rows']:>7}{m['heldout_rows'] or 0:>9}{_fmt(m['heldout_mape_pct']):>7}"
                   f"{_fmt(m['heldout_median_ape_pct']):>6}{_fmt(m['heldout_p90_ape_pct']):>7}  {target:<6}  "
                   f"{m['fitted_on']}")
         if cross:
             print(f"\n-- {gpu}: cross-source check (noise floor between software stacks) --")
-            print(f"{'family':<14}{'train -> test':<28}{'covered':>9}{'MAPE%':>7}{'med%':>6}{'p90%':>7}")
+            print(f"{'family':<16}{'train -> test':<28}{'covered':>9}{'MAPE%':>7}{'med%':>6}{'p90%':>7}")
             for e in cross:
                 cov = (e["rows"] or 0) - (e["refused_rows"] or 0)
-                print(f"{e['family']:<14}{e['name']:<28}{cov:>9}{_fmt(e['mape_pct']):>7}"
+                print(f"{e['family']:<16}{e['name']:<28}{cov:>9}{_fmt(e['mape_pct']):>7}"
                       f"{_fmt(e['median_ape_pct']):>6}{_fmt(e['p90_ape_pct']):>7}")
         print(f"\n-- {gpu}: predictor cost ({cost['calls_per_pass']} distinct ops x {cost['repeats']} passes) --")
         print(f"uncached {cost['uncached_us_per_call']:.1f} us/call (target <= 50), "

@@ -31,6 +31,7 @@ import json
 import math
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -178,6 +179,7 @@ class FittedFamily:
 class FitResult:
     gpu: str
     run_id: str
+    families: list[str] = field(default_factory=list)     # families the fit attempted
     models: list[FittedFamily] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -504,8 +506,9 @@ def fit_gpu(cfg: FitConfig, con: duckdb.DuckDBPyConnection | None = None,
     say = progress or (lambda _msg: None)
     spec = gpus.get(cfg.gpu)
     con = con or samples.connect(cfg.trace_dirs, include_embedded=cfg.include_embedded)
-    result = FitResult(gpu=spec.key, run_id=f"fit-{spec.key}-{time.strftime('%Y%m%dT%H%M%S')}")
+    result = FitResult(gpu=spec.key, run_id=f"fit-{spec.key}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
     families = list(cfg.families) or families_with_data(con, spec.key)
+    result.families = families
     if not families:
         result.notes.append(f"no op_samples rows for GPU {spec.key}")
     for family in families:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-
 from revati import gpus
 from revati.errors import ModelNotFound
 from revati.replay import model_store
@@ -136,7 +134,3 @@ def _short(v) -> str:
 
 def to_json(data: dict) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=str)
-
-
-def folder_for(gpu: str, models_dir=None) -> Path | None:
-    return model_store.find_models_dir(gpu, models_dir)

@@ -4,8 +4,10 @@ Both tables are defined in :mod:`revati.schema` (``fitted_models``, ``model_eval
 written with :func:`revati.parquet_io.write_table` (validated, temp file + rename), so an
 interrupted fit never leaves a half-written model where the predictor would load it.
 
-Where models are looked up (:func:`find_models_dir`): an explicit folder, else
-``$REVATI_HOME/models/<gpu>`` (models the user fitted), else the embedded ``models/<gpu>``.
+Where models are looked up: the predictor (:func:`model_dirs`) loads the embedded
+``models/<gpu>`` and lets ``$REVATI_HOME/models/<gpu>`` (models the user fitted) replace it
+per family and dtype; :func:`find_models_dir` (the report) picks an explicit folder, else the
+user's, else the embedded one.
 
 Example::
 
@@ -100,13 +102,38 @@ def evals_table(result) -> pa.Table:
 
 
 def save(result, out_dir: os.PathLike | str) -> Path:
-    """Write a fit's models and evaluations to ``out_dir/<gpu>/``; returns that folder."""
+    """Write a fit's models and evaluations to ``out_dir/<gpu>/``; returns that folder.
+
+    Families the fit did not attempt (``revati models fit --family gemm``) keep the models and
+    evaluations already in the folder, so fitting one family never drops the others.
+    """
     folder = Path(out_dir) / result.gpu
     folder.mkdir(parents=True, exist_ok=True)
+    attempted = set(getattr(result, "families", ()) or ()) | {m.family for m in result.models}
+    models = models_table(result)
+    evals = evals_table(result)
+    if (folder / MODELS_FILE).is_file():
+        models = _keep_others(parquet_io.read_table(folder / MODELS_FILE, "fitted_models"), models, attempted)
+        if (folder / EVALS_FILE).is_file():
+            evals = _keep_others(parquet_io.read_table(folder / EVALS_FILE, "model_evals"), evals, attempted)
     # Evaluations first: a reader that finds new models always finds their evaluations too.
-    parquet_io.write_table(evals_table(result), "model_evals", folder / EVALS_FILE)
-    parquet_io.write_table(models_table(result), "fitted_models", folder / MODELS_FILE)
+    parquet_io.write_table(evals, "model_evals", folder / EVALS_FILE)
+    parquet_io.write_table(models, "fitted_models", folder / MODELS_FILE)
     return folder
+
+
+def _keep_others(old: pa.Table, new: pa.Table, attempted: set[str]) -> pa.Table:
+    keep = [f not in attempted for f in old.column("family").to_pylist()]
+    if not any(keep):
+        return new
+    return pa.concat_tables([old.filter(pa.array(keep)).cast(new.schema), new])
+
+
+def model_dirs(gpu: str) -> list[Path]:
+    """Folders with ``gpu``'s models in load order: embedded first, then the user's (which win)."""
+    key = gpus.resolve_key(gpu)
+    return [base / key for base in (paths.embedded_models_dir(), paths.user_models_dir())
+            if (base / key / MODELS_FILE).is_file()]
 
 
 def find_models_dir(gpu: str, models_dir: os.PathLike | str | None = None) -> Path | None:

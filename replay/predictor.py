@@ -159,24 +159,31 @@ class FamilyModels:
 def load_predictor(gpu: str, models_dir=None, roofline_params: roofline.RooflineParams = roofline.DEFAULT) -> Predictor:
     """A Predictor for ``gpu`` with its fitted models loaded.
 
-    ``models_dir``: a folder holding ``<gpu>/models.parquet`` (or ``models.parquet`` itself);
-    without it, ``$REVATI_HOME/models/<gpu>`` if the user fitted models, else the embedded
-    default. A GPU unknown to the spec table raises UnknownGPU; a known GPU without fitted
-    models gets a predictor that answers every op from the roofline (and counts it).
+    ``models_dir``: a folder holding ``<gpu>/models.parquet`` (or ``models.parquet`` itself),
+    used alone. Without it: the embedded default, with the user's own models from
+    ``$REVATI_HOME/models/<gpu>`` replacing it family by family and dtype by dtype. A GPU
+    unknown to the spec table raises UnknownGPU; a known GPU without fitted models gets a
+    predictor that answers every op from the roofline (and counts it).
     """
     from revati.errors import ModelNotFound
     from revati.replay import model_store
 
     spec = gpus.get(gpu)
-    folder = model_store.find_models_dir(spec.key, models_dir)
-    if folder is None and models_dir is not None:
-        raise ModelNotFound(spec.key, models_dir)
-    stored = model_store.load_dir(folder) if folder is not None else []
+    if models_dir is not None:
+        folder = model_store.find_models_dir(spec.key, models_dir)
+        if folder is None:
+            raise ModelNotFound(spec.key, models_dir)
+        folders = [folder]
+    else:
+        folders = model_store.model_dirs(spec.key)
+    chosen: dict[tuple[str, str], object] = {}
+    for folder in folders:                      # later folders (the user's) replace earlier ones
+        for sm in model_store.load_dir(folder):
+            if sm.gpu == spec.key:              # another GPU's models answer nothing for this one
+                chosen[(sm.family, sm.dtype)] = sm
     by_family: dict[str, list] = {}
-    for sm in stored:
-        if sm.gpu != spec.key:
-            continue  # a folder holding another GPU's models answers nothing for this one
-        by_family.setdefault(sm.family, []).append(sm)
+    for (family, _dtype), sm in chosen.items():
+        by_family.setdefault(family, []).append(sm)
     predictor = Predictor(spec, {f: FamilyModels(f, ms) for f, ms in by_family.items()}, roofline_params)
-    predictor.models_dir = folder
+    predictor.models_dir = folders[-1] if folders else None
     return predictor

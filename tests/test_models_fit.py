@@ -123,3 +123,14 @@ def test_a_truncated_op_samples_file_is_a_clean_error_naming_it(tmp_path):
     (d / "op_samples-broken.parquet").write_bytes(b"PAR1 truncated")
     with pytest.raises(BadInput, match="op_samples-broken.parquet"):
         _fit(d)
+
+
+def test_fitting_one_family_keeps_the_others_in_the_folder(traces, tmp_path):
+    out = tmp_path / "models"
+    model_store.save(_fit(traces, families=("gemm", "all_reduce"), cross_source=False), out)
+    model_store.save(_fit(traces, families=("all_reduce",), cross_source=False), out)
+    stored = model_store.load("h100", out)
+    assert sorted(s.family for s in stored) == ["all_reduce", "gemm"]
+    evals = model_store.load_evals(out / "h100_sxm").to_pylist()
+    assert {e["family"] for e in evals} == {"gemm", "all_reduce"}
+    assert len({s.run_id for s in stored}) == 2          # gemm from the first fit, all_reduce refitted

@@ -100,3 +100,26 @@ def test_user_models_take_precedence_over_embedded(models_dir, isolated_home):
 def test_models_of_another_gpu_answer_nothing(models_dir):
     p = load_predictor("a100", models_dir / "h100_sxm")   # a folder of h100 models
     assert p.models == {}
+
+
+def test_user_models_replace_embedded_ones_family_by_family(models_dir, isolated_home):
+    import shutil
+
+    import pyarrow as pa
+
+    from revati import parquet_io
+
+    # The user fitted only gemm: embedded attention/collective models must still answer.
+    src = models_dir / "h100_sxm" / model_store.MODELS_FILE
+    table = parquet_io.read_table(src, "fitted_models")
+    gemm_only = table.filter(pa.array([f == "gemm" for f in table.column("family").to_pylist()]))
+    user = paths.user_models_dir() / "h100_sxm"
+    parquet_io.write_table(gemm_only, "fitted_models", user / model_store.MODELS_FILE)
+    p = load_predictor("h100")
+    assert p.models_dir == user
+    assert p.predict_ns("gemm", GEMM, "bf16") == pytest.approx(synth.law_ns("gemm", GEMM), rel=0.03)
+    embedded = model_store.model_dirs("h100")[0]
+    assert embedded == paths.embedded_models_dir() / "h100_sxm"
+    assert "attn_decode" in p.models                     # from the embedded default
+    assert p.models["gemm"].stored_for("bf16").run_id == table.column("run_id")[0].as_py()
+    shutil.rmtree(user)

@@ -26,7 +26,14 @@ from revati import gpus
 
 @click.group("models")
 def models() -> None:
-    """Per-op duration models: fit from the kernel database, predict, report held-out error."""
+    """Per-op duration models: fit from the kernel database, predict, report held-out error.
+
+    \b
+    Examples:
+      revati models fit --gpu h100 --gpu a100     # into $REVATI_HOME/models/<gpu>
+      revati models predict --gpu h100 ops.csv    # adds predicted_ms, predicted_by
+      revati models report --gpu h100             # held-out error, worst shapes, cross-source
+    """
 
 
 @models.command("fit")
