@@ -34,7 +34,7 @@ TARGET_MAPE_PCT = 5.0
 
 
 def accuracy_rows(gpu: str, models_dir, refit: bool, trace_dirs) -> tuple[list[dict], list[dict], str]:
-    from revati.replay import fitting, model_report, model_store
+    from revati.replay import fitting, model_report
 
     if refit:
         result = fitting.fit_gpu(fitting.FitConfig(gpu=gpu, trace_dirs=tuple(trace_dirs)))

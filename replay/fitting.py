@@ -3,17 +3,20 @@
 Steps, per family with data for the GPU:
 
 1. **Rows** (DuckDB): ``op_samples`` for the GPU and family, duplicates of a shape collapsed to
-   their median, with FLOPs, bytes moved and the log of every candidate grid axis computed in
-   SQL (:mod:`revati.replay.features`).
+   their median, with the base's work term (FLOPs; algorithm steps for collectives), bytes
+   moved and the log of every candidate grid axis computed in SQL
+   (:mod:`revati.replay.features`).
 2. **Slice**: rows come from several sources, software stacks and kernels that disagree a
    little on the same shape; a model is fitted on one slice (source, software, kernel, topology)
    per dtype class (bf16 and fp16 run on the same tensor cores and share one model). The
-   preferred slice runs the kernels a current vLLM runs (:data:`KERNEL_PREFERENCE`), on one
-   switch-connected node, from traces of the user's own runs, then AIConfigurator, then Vidur,
-   then the newest software version. Labels of one kernel are grouped (:data:`KERNEL_GROUPS`).
+   preferred slice comes from traces of the user's own runs if any; else it runs the kernels a
+   current vLLM runs (:data:`KERNEL_PREFERENCE`), on one switch-connected node, from
+   AIConfigurator before Vidur, newest software version first. Labels of one kernel are
+   grouped (:data:`KERNEL_GROUPS`).
 3. **Form by held-out error**: every candidate (axis set x form, :mod:`revati.replay.gridmodel`)
    is fitted on the training part of each honest fold (:mod:`revati.replay.holdout`) and scored
-   on the held-out part; the lowest pooled MAPE wins and is refitted on all rows.
+   on the held-out part; the lowest pooled MAPE wins (a refused row counts as 100% error) and
+   is refitted on all rows.
 4. **Cross-source check**: the chosen form fitted on one source predicts the shapes another
    source measured (where the first covers them): the disagreement between software stacks,
    i.e. the noise floor under any model's error.
@@ -300,7 +303,8 @@ def load_rows(con: duckdb.DuckDBPyConnection, gpu_key: str, family: str) -> list
 
 def rank_key(rows: FamilyRows) -> tuple:
     k = rows.key
-    return (_kernel_rank(rows.family, k.kernel_source), _topology_rank(k.topology),
+    # The user's own traces describe their stack: they win over any imported measurement.
+    return (int(k.source != "trace"), _kernel_rank(rows.family, k.kernel_source), _topology_rank(k.topology),
             _source_rank(k.source), tuple(-v for v in _version(k.software)), -len(rows))
 
 

@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import math
+import warnings
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -255,12 +256,9 @@ def drop_outliers(grid: np.ndarray, factor: float = OUTLIER_FACTOR, min_neighbou
         return g, 0
     stack = np.stack(neigh)
     count = np.sum(~np.isnan(stack), axis=0)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(stack, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN neighbourhoods: median is NaN
+        med = np.nanmedian(stack, axis=0)
     bad = (~np.isnan(g)) & (count >= min_neighbours) & (np.abs(g - med) > math.log(factor))
     g[bad] = np.nan
     return g, int(bad.sum())

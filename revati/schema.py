@@ -290,7 +290,7 @@ MODEL_EVALS = pa.schema([
     _f("chosen", _BOOL),
     _f("rows", _I64),
     _f("refused_rows", _I64),           # rows outside the model's range (roofline fallback)
-    _f("mape_pct", _F64),
+    _f("mape_pct", _F64),               # worst: that one shape's absolute percentage error
     _f("median_ape_pct", _F64),
     _f("p90_ape_pct", _F64),
     _f("shape_json", _STR),             # worst: the op's parameters

@@ -134,3 +134,28 @@ def test_fitting_one_family_keeps_the_others_in_the_folder(traces, tmp_path):
     evals = model_store.load_evals(out / "h100_sxm").to_pylist()
     assert {e["family"] for e in evals} == {"gemm", "all_reduce"}
     assert len({s.run_id for s in stored}) == 2          # gemm from the first fit, all_reduce refitted
+
+
+def test_slice_choice_prefers_own_traces_then_vllm_kernels_and_groups_layer_labels(tmp_path):
+    d = tmp_path / "traces"
+    grid = {"m": [1, 64, 4096], "n": [1024, 4096], "k": [1024, 4096]}
+    rows = []
+    for ks in ("attn_pre_proj", "mlp_up_proj"):              # Vidur labels one GEMM by layer
+        rows += synth.rows_for("gemm", grid, dtype="fp16", source="vidur", software="sarathi", kernel_source=ks)
+    rows += synth.rows_for("gemm", grid, source="aiconfigurator", software="vllm 0.24.0",
+                           kernel_source="torch.nn.functional.linear")
+    rows += synth.rows_for("gemm", grid, source="aiconfigurator", software="vllm 0.30.0",
+                           kernel_source="SomeOtherKernel")
+    synth.write(rows, d / "op_samples-imports.parquet")
+    con = samples.connect([d], include_embedded=False)
+    slices = fitting.load_rows(con, "h100_sxm", "gemm")
+    by_kernel = {s.key.kernel_source: len(s) for s in slices}
+    assert by_kernel["linear (per layer)"] == 2 * 12          # both labels in one slice
+    best = fitting.choose_slices(slices)["16-bit"]
+    assert best.key.kernel_source == "torch.nn.functional.linear"   # preferred over a newer unknown kernel
+    per_source = fitting.choose_slices(slices, by_source=True)
+    assert per_source[("16-bit", "vidur")].key.kernel_source == "linear (per layer)"
+    synth.write(synth.rows_for("gemm", grid, source="trace", software="vllm 0.11", kernel_source="sm90_gemm"),
+                d / "op_samples-mine.parquet")
+    slices = fitting.load_rows(samples.connect([d], include_embedded=False), "h100_sxm", "gemm")
+    assert fitting.choose_slices(slices)["16-bit"].key.source == "trace"

@@ -136,7 +136,7 @@ def predict_cmd(gpu, input_path, output, fmt, models_dir) -> None:
             t.add_column(c)
         for row in table.to_pylist():
             t.add_row(*["" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row.values()])
-        Console().print(t)
+        Console(width=max(120, 12 * len(table.column_names))).print(t)
     else:
         import pyarrow.csv as pcsv
 
