@@ -23,7 +23,8 @@ class EmulationConfig:
     context_overhead_bytes: int = 512 * MiB
     count_host_cpu: bool = True           # see Note [Virtual host clock]
     host_speed: float = 1.0               # target host CPU speed relative to this machine
-    value_max_elements: int = 1 << 16     # small tensors carry real values up to this size
+    value_max_elements: int = 1 << 16     # small integer/bool tensors carry real values up to this size
+    value_max_float_elements: int = 4096  # ... and floating-point ones up to this size
     token_id: int | None = None           # fixed sampled token id (None: a deterministic sequence)
     eos_token_ids: list[int] = field(default_factory=list)  # never sampled by the policy
     timeline_path: str | None = None      # Chrome trace of the virtual timeline, per process

@@ -171,6 +171,13 @@ def _numel(shape) -> int:
     return math.prod(shape) if shape else 1
 
 
+def _value_limit(rt, dtype: torch.dtype) -> int:
+    """Largest tensor of this dtype that carries real values (Note [Device-to-host value policy])."""
+    if dtype.is_floating_point or dtype.is_complex:
+        return rt.config.value_max_float_elements
+    return rt.config.value_max_elements
+
+
 # -- per-op information ---------------------------------------------------------------------
 
 class FuncInfo:
@@ -201,6 +208,12 @@ class FuncInfo:
         self.overwrite = base in OVERWRITE_OPS
 
 
+# GEMMs, convolutions and attention: computing their values on the CPU costs far more than
+# the values are worth (they are float activations, never control flow).
+NO_VALUE_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "addmv", "mv", "einsum",
+                          "convolution", "conv1d", "conv2d", "_convolution", "scaled_dot_product_attention",
+                          "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                          "_scaled_dot_product_cudnn_attention", "cdist", "tensordot"})
 OVERWRITE_OPS = frozenset({"fill_", "zero_", "normal_", "uniform_", "random_", "bernoulli_", "exponential_"})
 
 # Composite ops the GPU runs as one kernel (group): never decomposed when they arrive whole.
@@ -222,7 +235,7 @@ def _func_info(func) -> FuncInfo:
 # -- the output-metadata cache --------------------------------------------------------------
 
 class Entry:
-    __slots__ = ("outs", "kind", "seq_type", "cost_ns", "label", "small", "resizes")
+    __slots__ = ("outs", "kind", "seq_type", "cost_ns", "label", "small", "resizes", "valueless_work")
 
     def __init__(self):
         self.outs: list[tuple] = []
@@ -232,6 +245,9 @@ class Entry:
         self.label = ""
         self.small = True
         self.resizes = False
+        # With value-less inputs, is there anything to do for values? (in-place targets lose
+        # theirs; small integer/bool outputs get policy values)
+        self.valueless_work = False
 
 
 _CACHE: dict = {}
@@ -239,6 +255,25 @@ _CACHE: dict = {}
 
 class _Unhashable(Exception):
     pass
+
+
+_SCALARS = (int, float, bool, str, torch.dtype, torch.device, torch.memory_format, torch.layout, type(None))
+
+
+def _sig_args(args, vts: list) -> tuple:
+    """The cache-key part for a flat argument tuple (the common case, without recursion)."""
+    out = []
+    append = out.append
+    for x in args:
+        t = type(x)
+        if t is VTensor:
+            vts.append(x)
+            append((x.shape, x.stride(), x.storage_offset(), x.dtype))
+        elif t in _SCALARS:
+            append(x)
+        else:
+            append(_sig_into(x, vts))
+    return tuple(out)
 
 
 def _sig_into(x, vts: list) -> Any:
@@ -285,6 +320,9 @@ def _build_entry(func, info: FuncInfo, args, kwargs, key, rt) -> Entry:
     flat_in = [a for a in margs if isinstance(a, torch.Tensor)]
     entry = Entry()
     vmax = rt.config.value_max_elements
+    vmax_float = rt.config.value_max_float_elements
+    if info.name.split("::")[-1] in NO_VALUE_OPS:
+        vmax = vmax_float = -1  # heavy kernels: never recomputed on the CPU for values
     if isinstance(mout, torch.Tensor):
         entry.kind = ONE
         outs = [mout]
@@ -301,7 +339,7 @@ def _build_entry(func, info: FuncInfo, args, kwargs, key, rt) -> Entry:
         alias = aliases[i] if i < len(aliases) else (aliases[0] if len(aliases) == 1 else None)
         meta = (tuple(o.shape), tuple(o.stride()), o.storage_offset(), o.dtype)
         if alias is None:
-            entry.outs.append((NEW,) + meta + (None,))
+            entry.outs.append((NEW,) + meta + (storage_nbytes(*meta),))
         elif alias[2]:
             src = _ref(args, kwargs, alias)  # the real input: the meta one was resized in place
             changed = (tuple(src.shape), tuple(src.stride()), src.storage_offset()) != meta[:3] \
@@ -310,8 +348,13 @@ def _build_entry(func, info: FuncInfo, args, kwargs, key, rt) -> Entry:
             entry.outs.append((SELF,) + meta + ((alias[0], alias[1]), changed))
         else:
             entry.outs.append((VIEW,) + meta + ((alias[0], alias[1]),))
-        if _numel(o.shape) > vmax:
+        limit = vmax if not (o.dtype.is_floating_point or o.dtype.is_complex) else vmax_float
+        if _numel(o.shape) > limit:
             entry.small = False
+    for spec in entry.outs:
+        if spec[0] == SELF or (spec[0] == NEW and not (spec[4].is_floating_point or spec[4].is_complex)
+                               and _numel(spec[1]) <= vmax):
+            entry.valueless_work = True
     # what the op costs on the GPU
     in_shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else None for a in margs]
     in_dtypes = [a.dtype if isinstance(a, torch.Tensor) else None for a in margs]
@@ -363,7 +406,7 @@ def _run(func, info: FuncInfo, args, kwargs, rt, cpu0: int):
     stats.ops += 1
     vts: list[VTensor] = []
     try:
-        key = (func, _sig_into(args, vts), _sig_into(tuple(kwargs.items()), vts) if kwargs else None)
+        key = (func, _sig_args(args, vts), _sig_into(tuple(kwargs.items()), vts) if kwargs else None)
         entry = _CACHE.get(key)
     except _Unhashable as exc:
         key, entry = None, None
@@ -387,8 +430,9 @@ def _run(func, info: FuncInfo, args, kwargs, rt, cpu0: int):
         out = outs[0] if entry.kind == ONE else entry.seq_type(outs)
 
     # values (Note [Device-to-host value policy])
-    if entry.small or entry.resizes:
-        _propagate_values(func, info, entry, args, kwargs, vts, outs, rt)
+    if entry.small or entry.resizes or info.overwrite:
+        if entry.valueless_work or info.overwrite or all(t._v is not None for t in vts):
+            _propagate_values(func, info, entry, args, kwargs, vts, outs, rt)
     else:
         for spec, o in zip(entry.outs, outs):
             if spec[0] == SELF:
@@ -414,9 +458,8 @@ def _device_kwarg(kwargs, rt) -> int:
 def _materialize(spec, args, kwargs, dev: int):
     mode = spec[0]
     if mode == NEW:
-        _, shape, stride, offset, dtype, _ = spec
-        return new_vtensor(shape, stride, offset, dtype, dev,
-                           VStorage(dev, storage_nbytes(shape, stride, offset, dtype)))
+        _, shape, stride, offset, dtype, nbytes = spec
+        return new_vtensor(shape, stride, offset, dtype, dev, VStorage(dev, nbytes))
     if mode == VIEW:
         _, shape, stride, offset, dtype, ref = spec
         base = _ref(args, kwargs, ref)
@@ -580,7 +623,7 @@ def _copy_(func, args, kwargs, rt):
         rt.clock.charge(rt.config.launch_overhead_ns)
         if not non_blocking and end >= 0:
             gpus.host_wait(end, "host->device copy")
-        if dst.numel() <= rt.config.value_max_elements:
+        if dst.numel() <= _value_limit(rt, dst.dtype):
             val = src.detach().to(dtype=dst.dtype).expand(dst.shape)
             if dst._v is not None and tuple(dst._v.shape) == tuple(dst.shape):
                 dst._v.copy_(val)
@@ -601,7 +644,7 @@ def _copy_(func, args, kwargs, rt):
         info = _INFO.get(func) or _func_info(func)
         had = src._v is not None
         out = _run(func, info, args, kwargs, rt, cpu_ns())
-        if dst._v is None and had and dst.numel() <= rt.config.value_max_elements:
+        if dst._v is None and had and dst.numel() <= _value_limit(rt, dst.dtype):
             dst._v = src._v.detach().to(dtype=dst.dtype).expand(dst.shape).clone()
         return out
     finally:
@@ -639,7 +682,7 @@ def _data_dependent(func, args, kwargs, rt):
     def wrap(r):
         if isinstance(r, torch.Tensor):
             out = alloc_vtensor(tuple(r.shape), tuple(r.stride()), r.dtype, dev)
-            out._v = r if r.numel() <= rt.config.value_max_elements else None
+            out._v = r if r.numel() <= _value_limit(rt, r.dtype) else None
             return out
         return r
     return tree_map(wrap, res)
@@ -700,8 +743,8 @@ def _factory(shape, stride, dtype, device) -> VTensor:
         rt.stats.ops += 1
         dev = _cuda_index(device)
         t = alloc_vtensor(shape, stride, dtype, dev)
-        if _numel(shape) <= rt.config.value_max_elements:
-            t._v = torch.zeros(shape, dtype=dtype)  # small buffers carry values from birth
+        if not dtype.is_floating_point and not dtype.is_complex and _numel(shape) <= rt.config.value_max_elements:
+            t._v = torch.zeros(shape, dtype=dtype)  # small index buffers carry values from birth
         return t
     finally:
         _TLS.depth = depth

@@ -35,7 +35,7 @@ def test_program_exception_propagates_with_its_own_traceback():
 
 @pytest.mark.parametrize("args, message", [
     (["emulate", "--gpu", "h900", "--", "true"], "unknown GPU 'h900'; known:"),
-    (["emulate"], "give a command after --"),
+    (["emulate", "--request-rate", "-1"], "request-rate"),
     (["emulate", "--num-gpus", "0", "--", "true"], "num-gpus"),
 ])
 def test_bad_input_is_a_one_line_error(args, message):
@@ -50,3 +50,41 @@ def test_explain_shows_the_injected_setup():
     env = json.loads(proc.stdout)["environment"]
     assert json.loads(env["REVATI_INJECT"])["gpu"] == "l4"
     assert env["PYTHONPATH"].split(":")[0].endswith("inject")
+
+
+@pytest.mark.hf
+@pytest.mark.slow
+def test_main_job_serves_a_workload_and_writes_vllm_metrics(tmp_path):
+    pytest.importorskip("transformers")
+    out = tmp_path / "res"
+    proc = _revati("emulate", "--gpu", "h100", "--model", "tiny-llama", "--num-prompts", "6", "--request-rate", "2",
+                   "--random-input-len", "32", "--random-output-len", "8", "--result-dir", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["completed"] == 6 and metrics["total_output_tokens"] == 6 * 8
+    assert metrics["gpu"] == "h100_sxm" and metrics["virtual_duration_s"] > 0
+    for key in ("mean_ttft_ms", "p99_tpot_ms", "median_itl_ms", "mean_e2el_ms", "request_throughput"):
+        assert metrics[key] > 0, key
+    lines = (out / "requests.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all(json.loads(x)["output_tokens"] == 8 for x in lines)
+
+
+def test_timeline_export_has_kernels_on_stream_tracks_and_host_syncs(tmp_path):
+    prog = tmp_path / "prog.py"
+    prog.write_text(
+        "import torch\n"
+        "a = torch.empty(1024, 1024, device='cuda', dtype=torch.float16)\n"
+        "s = torch.cuda.Stream()\n"
+        "with torch.cuda.stream(s):\n"
+        "    b = a @ a\n"
+        "c = a @ a\n"
+        "torch.cuda.synchronize()\n")
+    proc = _revati("emulate", "--no-host-cpu", "--timeline", str(tmp_path / "tl"), "--", sys.executable, str(prog))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (trace_file,) = (tmp_path / "tl").glob("timeline-*.json")
+    events = json.loads(trace_file.read_text())["traceEvents"]
+    kernels = [e for e in events if e.get("cat") == "kernel" and e["name"] == "gemm"]
+    assert len({e["tid"] for e in kernels}) == 2  # default stream and the side stream
+    assert all(e["dur"] > 0 for e in kernels)
+    syncs = [e for e in events if e.get("cat") == "sync" and e["name"] == "device synchronize"]
+    assert syncs and syncs[-1]["ts"] + syncs[-1]["dur"] >= max(e["ts"] + e["dur"] for e in kernels) - 1e-3

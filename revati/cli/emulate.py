@@ -33,10 +33,30 @@ def _gpu_choice(ctx, param, value: str) -> str:
               help="Write a Chrome/Perfetto trace of each process's virtual timeline into this folder.")
 @click.option("--stats-dir", type=click.Path(file_okay=False), default=None,
               help="Keep each process's emulation summary (JSON) in this folder.")
+@click.option("--model", default="llama-2-7b", show_default=True,
+              help="Main job only: model shape (llama-2-7b, llama-3-8b, tiny-llama) or an HF model directory.")
+@click.option("--dataset-name", default="random", show_default=True,
+              type=click.Choice(["random", "sharegpt-like", "azure", "mooncake"]), help="Main job: workload.")
+@click.option("--dataset-path", default=None, help="Main job: trace file for azure/mooncake.")
+@click.option("--num-prompts", default=16, show_default=True, type=click.IntRange(1), help="Main job: requests.")
+@click.option("--request-rate", default=4.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Main job: requests/s (inf = all at once).")
+@click.option("--burstiness", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Main job: gamma shape (1 = Poisson).")
+@click.option("--random-input-len", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--random-output-len", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--random-range-ratio", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--max-concurrency", default=None, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--goodput", multiple=True, help="Main job: SLO in ms, e.g. --goodput ttft:500 --goodput tpot:50.")
+@click.option("--result-dir", type=click.Path(file_okay=False), default=None,
+              help="Main job: write metrics.json and requests.jsonl here.")
 @click.option("--explain", is_flag=True, help="Print the injected set-up and exit without running.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the program's own output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline_dir, stats_dir,
+            model, dataset_name, dataset_path, num_prompts, request_rate, burstiness, random_input_len,
+            random_output_len, random_range_ratio, max_concurrency, seed, goodput, result_dir,
             explain, quiet, command):
     """Run COMMAND with every CUDA kernel replaced by a jump of the virtual clock.
 
@@ -44,8 +64,13 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
     on `cuda` have shapes but no memory, kernels are not run, and each process's clocks (time.*,
     asyncio, sleeps, timeouts) advance by the time the kernels would take on the target GPU.
 
+    With no COMMAND, runs the main job: HF transformers continuous batching of a model (default:
+    Llama-2-7B shape, no weights) serving a workload, and prints vllm bench serve's metrics.
+
     \b
     Examples:
+      revati emulate                                   # the main job on a virtual H100
+      revati emulate --gpu a100 --num-prompts 64 --request-rate 8 --result-dir out/
       revati emulate --gpu h100 -- python my_inference.py
       revati emulate --gpu a100 --timeline out/ -- python -m my.server --port 8000
     """
@@ -53,7 +78,16 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
     from revati.shim import launcher
 
     if not command:
-        raise click.UsageError("give a command after --, e.g. `revati emulate -- python script.py`")
+        command = (sys.executable, "-m", "revati.shim.drivers.hf_cb", "--model", model,
+                   "--dataset-name", dataset_name, "--num-prompts", str(num_prompts),
+                   "--request-rate", str(request_rate), "--burstiness", str(burstiness),
+                   "--random-input-len", str(random_input_len), "--random-output-len", str(random_output_len),
+                   "--random-range-ratio", str(random_range_ratio), "--seed", str(seed))
+        command += ("--dataset-path", dataset_path) if dataset_path else ()
+        command += ("--max-concurrency", str(max_concurrency)) if max_concurrency else ()
+        command += ("--result-dir", result_dir) if result_dir else ()
+        command += ("--goodput", *goodput) if goodput else ()
+        command += ("--quiet",) if quiet else ()
     cfg = EmulationConfig(
         gpu=gpu, num_gpus=num_gpus, launch_overhead_ns=int(launch_overhead_us * 1000),
         host_speed=host_speed, count_host_cpu=not no_host_cpu,

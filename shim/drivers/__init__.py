@@ -1,0 +1,1 @@
+"""Programs revati runs inside an emulation (the default main job, ...)."""

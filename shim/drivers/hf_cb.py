@@ -1,0 +1,177 @@
+"""Serve a workload with HF transformers continuous batching on a virtual GPU (revati's main job).
+
+Runs INSIDE an emulated process (``revati emulate`` with no command starts it): builds a model
+from its config (no weights), starts transformers' ContinuousBatchingManager, submits each
+request of the workload at its arrival time -- a virtual sleep, so idle time costs no wall
+time -- and turns the per-token timestamps the manager records (time.perf_counter: virtual) into
+``vllm bench serve``'s metrics.
+
+    revati emulate --gpu h100 --num-prompts 32 --request-rate 4      # what `revati emulate` runs
+    python -m revati.shim.drivers.hf_cb --help                       # its own flags
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from revati.metrics.aggregate import MetricsConfig, compute_metrics, parse_goodput
+from revati.metrics.records import RequestRecord, write_jsonl
+from revati.metrics.result import METRICS_FILE, REQUESTS_FILE, RunExtras, build_result, write_result
+from revati.workload.spec import WorkloadConfig, build_workload
+
+# Model shapes known by name (HF config fields); any HF model directory works too.
+MODEL_SHAPES: dict[str, dict] = {
+    "llama-2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
+                       max_position_embeddings=4096, rms_norm_eps=1e-5),
+    "llama-3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                       max_position_embeddings=8192, rope_theta=500000.0, rms_norm_eps=1e-5),
+    "tiny-llama": dict(model_type="llama", hidden_size=256, intermediate_size=688, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=4, vocab_size=32000,
+                       max_position_embeddings=2048),
+}
+
+
+def build_model(model: str, dtype: str):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+
+    if model in MODEL_SHAPES:
+        fields = dict(MODEL_SHAPES[model])
+        fields.pop("model_type")
+        cfg = LlamaConfig(**fields)
+    else:
+        cfg = AutoConfig.from_pretrained(model)
+    with torch.device("cuda"):
+        m = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
+    return m.eval(), cfg
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m revati.shim.drivers.hf_cb", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="llama-2-7b", help=f"{', '.join(MODEL_SHAPES)} or an HF model directory")
+    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    ap.add_argument("--dataset-name", default="random")
+    ap.add_argument("--dataset-path", default=None)
+    ap.add_argument("--num-prompts", type=int, default=32)
+    ap.add_argument("--request-rate", type=float, default=4.0)
+    ap.add_argument("--burstiness", type=float, default=1.0)
+    ap.add_argument("--random-input-len", type=int, default=256)
+    ap.add_argument("--random-output-len", type=int, default=64)
+    ap.add_argument("--random-range-ratio", type=float, default=0.0)
+    ap.add_argument("--max-concurrency", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--goodput", nargs="*", default=None, help="SLOs, e.g. ttft:500 tpot:50 (ms)")
+    ap.add_argument("--max-batch-tokens", type=int, default=None, help="continuous batching token budget per step")
+    ap.add_argument("--result-dir", default=None, help="write metrics.json and requests.jsonl here")
+    ap.add_argument("--quiet", action="store_true")
+    return ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch  # noqa: F401  (cuda is virtual here)
+    import transformers
+    from transformers import GenerationConfig
+
+    from revati.shim import runtime
+    from revati.shim.vtime import REAL
+
+    wall0 = REAL["perf_counter"]()
+    rt = runtime.get()
+    workload = build_workload(WorkloadConfig(
+        dataset_name=args.dataset_name, dataset_path=args.dataset_path, num_prompts=args.num_prompts,
+        request_rate=args.request_rate, burstiness=args.burstiness, max_concurrency=args.max_concurrency,
+        random_input_len=args.random_input_len, random_output_len=args.random_output_len,
+        random_range_ratio=args.random_range_ratio, seed=args.seed))
+    model, cfg = build_model(args.model, args.dtype)
+    vocab = cfg.vocab_size
+    gen = GenerationConfig(max_new_tokens=max(r.output_tokens for r in workload), do_sample=False,
+                           eos_token_id=-1, pad_token_id=0)
+    cb_kwargs = {}
+    if args.max_batch_tokens:
+        from transformers import ContinuousBatchingConfig
+
+        cb_kwargs["continuous_batching_config"] = ContinuousBatchingConfig(max_batch_tokens=args.max_batch_tokens)
+    manager = model.init_continuous_batching(generation_config=gen, **cb_kwargs)
+    manager.start()
+    records: dict[str, RequestRecord] = {}
+    t0 = time.perf_counter()
+    try:
+        for req in workload:
+            wait = req.arrival_s - (time.perf_counter() - t0)
+            if wait > 0:
+                time.sleep(wait)
+            ids = list(req.prompt_token_ids) if req.prompt_token_ids else [
+                (17 + 7919 * (req.request_id * 131 + i)) % (vocab - 2) + 2 for i in range(req.prompt_tokens)]
+            rid = f"req-{req.request_id}"
+            records[rid] = RequestRecord(request_id=req.request_id, scheduled_s=req.arrival_s,
+                                         send_s=time.perf_counter() - t0, prompt_tokens=req.prompt_tokens)
+            manager.add_request(ids, request_id=rid, max_new_tokens=req.output_tokens, record_timestamps=True)
+        pending = set(records)
+        while pending:
+            out = manager.get_result(timeout=60)
+            if out is None:
+                if not manager.is_running():
+                    break
+                continue
+            rec = records.get(out.request_id)
+            if rec is None or not out.is_finished():
+                continue
+            pending.discard(out.request_id)
+            rec.token_times_s = [ts - t0 for ts in (out.timestamps or [])]
+            rec.output_tokens = len(out.generated_tokens)
+            rec.done_s = rec.token_times_s[-1] if rec.token_times_s else None
+            rec.success = out.error is None and rec.output_tokens > 0
+            rec.error = out.error or ""
+    finally:
+        manager.stop(block=True, timeout=30)
+    duration = time.perf_counter() - t0
+    recs = sorted(records.values(), key=lambda r: r.request_id)
+    goodput = parse_goodput(args.goodput)
+    metrics = compute_metrics(recs, duration, MetricsConfig(goodput_slos_ms=goodput))
+    wall = REAL["perf_counter"]() - wall0
+    result = build_result(
+        metrics, backend="transformers-continuous-batching", model_id=args.model,
+        num_prompts=len(workload), request_rate=args.request_rate, burstiness=args.burstiness,
+        max_concurrency=args.max_concurrency,
+        workload={k: v for k, v in vars(args).items() if k not in ("result_dir", "quiet", "goodput")},
+        goodput_slos_ms=dict(goodput),
+        extras=RunExtras(
+            wall_duration_s=wall, fallback_op_count=rt.predictor.stats.fallback_count, gpu=rt.config.gpu,
+            model=args.model, engine="transformers", engine_version=transformers.__version__,
+            engine_config={"dtype": args.dtype, "max_batch_tokens": args.max_batch_tokens},
+            versions={"torch": __import__("torch").__version__, "transformers": transformers.__version__}))
+    if args.result_dir:
+        out_dir = Path(args.result_dir)
+        write_result(result, out_dir / METRICS_FILE)
+        write_jsonl(recs, out_dir / REQUESTS_FILE)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from revati.shim import runtime
+
+    if not runtime.active():
+        print("this driver runs under emulation: use `revati emulate` (with no command) or "
+              "`revati emulate -- python -m revati.shim.drivers.hf_cb ...`", file=sys.stderr)
+        return 2
+    result = run(args)
+    if not args.quiet:
+        from revati.metrics.summary import print_summary
+
+        print_summary(result)
+    failed = result.get("failed", 0)
+    return 1 if result.get("completed", 0) == 0 or (failed and not math.isnan(failed) and failed == len(result)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
