@@ -152,7 +152,8 @@ def _sql_str(text: str) -> str:
 
 def _duck_type(typ: pa.DataType) -> str:
     simple = {pa.string(): "VARCHAR", pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER",
-              pa.int64(): "BIGINT", pa.uint64(): "UBIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN"}
+              pa.int64(): "BIGINT", pa.uint64(): "UBIGINT", pa.float32(): "FLOAT", pa.float64(): "DOUBLE",
+              pa.bool_(): "BOOLEAN"}
     for arrow_type, name in simple.items():
         if typ.equals(arrow_type):
             return name

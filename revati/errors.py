@@ -27,6 +27,14 @@ class BadInput(RevatiError):
         super().__init__(f"{path}: {problem}")
 
 
+class BadRow(BadInput):
+    """One row of a user-supplied table is unusable; ``row`` is its 1-based data row number."""
+
+    def __init__(self, path: object, row: int, problem: str):
+        self.row = row
+        super().__init__(path, f"row {row}: {problem}")
+
+
 class UnknownGPU(RevatiError):
     def __init__(self, name: str, known: Iterable[str]):
         self.name = name

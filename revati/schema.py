@@ -240,6 +240,66 @@ OP_SAMPLES = pa.schema([
     _f("origin_row", _I64),
 ])
 
+# Fitted per-op duration models (revati.replay.fitting), one row per (gpu, family, dtype),
+# stored under models/<gpu>/models.parquet. A model is an analytic base times a residual on a
+# grid over log-transformed axes (revati.replay.gridmodel); the axes are stored as parameter
+# products so that a saved model does not depend on the code that defined them.
+FITTED_MODELS = pa.schema([
+    RUN_ID,                             # one id per `revati models fit`
+    _req("gpu", _STR),
+    _req("family", _STR),
+    _req("dtype", _STR),                # the dtype the model was fitted on
+    _f("serves_dtypes", pa.list_(_STR)),  # dtypes it answers for (bf16 also answers fp16)
+    _req("form", _STR),                 # base+grid | base | grid
+    _f("axis_set", _STR),
+    _f("axis_names", pa.list_(_STR)),
+    _f("axis_num", pa.list_(pa.list_(_STR))),
+    _f("axis_den", pa.list_(pa.list_(_STR))),
+    _f("axis_margin", pa.list_(_F64)),
+    _f("axis_kind", pa.list_(_STR)),         # product | same (revati.replay.features.Axis)
+    _f("knots", pa.list_(pa.list_(_F64))),   # log values per axis
+    _f("residual", pa.list_(pa.float32())),  # log residual on the knots' grid, C order
+    _f("base_params", pa.list_(_F64)),       # log c0_ns, log flop/ns, log byte/ns, exponent
+    _f("range_lo", pa.list_(_F64)),          # log of the smallest fitted value per axis
+    _f("range_hi", pa.list_(_F64)),
+    _f("rows", _I64),
+    _f("source", _STR),
+    _f("software", _STR),
+    _f("kernel_source", _STR),
+    _f("topology", _STR),
+    _f("train_mape_pct", _F64),
+    _f("heldout_mape_pct", _F64),
+    _f("heldout_median_ape_pct", _F64),
+    _f("heldout_p90_ape_pct", _F64),
+    _f("heldout_rows", _I64),
+    _f("heldout_refused_rows", _I64),
+    _f("holdout_folds", pa.list_(_STR)),
+    _f("fitted_at_ns", _I64),
+    _f("revati_version", _STR),
+])
+
+# How the fitted models did on data they were not fitted on: per candidate form, per hold-out
+# fold, the worst held-out shapes, and the cross-source check (fit on one source, test on another).
+MODEL_EVALS = pa.schema([
+    RUN_ID,
+    _req("gpu", _STR),
+    _req("family", _STR),
+    _f("dtype", _STR),
+    _req("kind", _STR),                 # candidate | fold | worst | cross_source
+    _f("name", _STR),                   # axis_set/form, fold name, rank, or "train -> test"
+    _f("chosen", _BOOL),
+    _f("rows", _I64),
+    _f("refused_rows", _I64),           # rows outside the model's range (roofline fallback)
+    _f("mape_pct", _F64),               # worst: that one shape's absolute percentage error
+    _f("median_ape_pct", _F64),
+    _f("p90_ape_pct", _F64),
+    _f("shape_json", _STR),             # worst: the op's parameters
+    _f("measured_ns", _F64),
+    _f("predicted_ns", _F64),
+    _f("train_slice", _STR),
+    _f("test_slice", _STR),
+])
+
 # Request arrivals of a serving workload (recorded production traces, converted benchmarks).
 # arrival_ns is relative to the trace's first request.
 REQUEST_TRACE = pa.schema([
@@ -299,6 +359,8 @@ TABLES: dict[str, pa.Schema] = {
     "collectives": COLLECTIVES,
     "syncs": SYNCS,
     "op_samples": OP_SAMPLES,
+    "fitted_models": FITTED_MODELS,
+    "model_evals": MODEL_EVALS,
     "request_trace": REQUEST_TRACE,
     "sweep_results": SWEEP_RESULTS,
 }

@@ -18,6 +18,7 @@ from revati.errors import RevatiError
 # command name -> (module, attribute, one-line help shown in `revati --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "db": ("revati.cli.db", "db", "Kernel database: import measurements, query traces with SQL."),
+    "models": ("revati.cli.models", "models", "Per-op duration models: fit, predict, report held-out error."),
     "emulate": ("revati.cli.emulate", "emulate", "Run a CUDA program on virtual GPUs with time-warp clocks."),
     "bench": ("revati.cli.bench", "bench", "Benchmark an OpenAI-compatible server (vllm bench serve's metrics)."),
     "sweep": ("revati.cli.sweep", "sweep", "Run a grid of configurations (locally or on Ray), collect one results table."),
