@@ -31,7 +31,7 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
 
     import torch
 
-    from revati.shim import cuda_api, native, runtime, vtensor, vtime, wholeops
+    from revati.shim import collectives, cuda_api, native, runtime, vtensor, vtime, wholeops
 
     guard = native.cuda_guard()
     guard.revati_install_cuda_guard(cfg.num_gpus)
@@ -40,6 +40,7 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
     cuda_api.install(rt, guard)
     vtensor.register_factories()
     wholeops.install()
+    collectives.install()
     # torch.tensor(data, device="cuda") builds on the CPU and then copies: a thread-local switch.
     torch._C._set_only_lift_cpu_tensors(True)
     vtime.THREAD_START_HOOKS.append(lambda: torch._C._set_only_lift_cpu_tensors(True))
