@@ -302,8 +302,10 @@ class Coordinator:
             self._next_token += 1
             w = _Wait(token, th, deadline_ns, io_check, on_wake, label)
             self._waits[token] = w
-            if deadline_ns is not None and deadline_ns <= self._gvt:
-                # Already past for the whole emulation: no need to ask anybody.
+            if deadline_ns is not None and deadline_ns <= self._gvt and io_check is None:
+                # Already past for the whole emulation, and nothing to observe: no need to ask
+                # anybody. (A wait that can also end by I/O still goes through the timekeeper:
+                # only there does "what arrived before the deadline" have one answer.)
                 w.status = _WOKEN
                 w.granted = self._gvt
                 self._call_wake(w, self._gvt)

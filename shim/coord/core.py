@@ -497,8 +497,9 @@ class Timekeeper:
             self._fail_collective(pc, self._exited_reason(group, pc))
             return
         if rank in pc.arrivals:
-            pc.arrivals[rank] = (p.id, arrival, cost, payload)
-            self._fail_collective(pc, f"rank {rank} arrived twice")
+            why = f"rank {rank} arrived twice"
+            self._fail_collective(pc, why)
+            self._fail_one(p, key, seq, rank, [], why)
             return
         pc.arrivals[rank] = (p.id, arrival, cost, payload)
         if len(pc.arrivals) < world:
