@@ -192,6 +192,8 @@ def test_announced_child_expires_when_its_pid_is_gone_or_after_the_timeout():
     core.tick(1.0)
     assert settle(core, 1.0) == []
     alive[42] = False
+    core.tick(1.2)
+    assert 42 in [s.pid for s in core.spawns.values()]  # pids are looked up every 0.5 s
     core.tick(2.0)
     assert settle(core, 2.0) == []  # t2 (no pid) still pending
     core.tick(5.5)
@@ -325,7 +327,7 @@ def test_any_change_resets_the_deadlock_timer():
     assert core.stopped is not None
 
 
-def test_silent_running_participants_get_a_stall_check_once_per_period():
+def test_silent_running_participants_get_stall_checks_with_backoff():
     core = make(stall_check_s=0.05)
     a, b = reg(core, "a"), reg(core, "b")
     block(core, b, deadline=10)
@@ -333,14 +335,31 @@ def test_silent_running_participants_get_a_stall_check_once_per_period():
     assert core.take() == []
     core.tick(0.06)
     assert core.take() == [(a, ("check", 0))]
-    core.tick(0.08)
-    assert core.take() == []
     core.tick(0.12)
+    assert core.take() == []  # the next one waits twice as long
+    core.tick(0.17)
+    assert core.take() == [(a, ("check", 0))]
+    core.tick(0.30)
+    assert core.take() == []
+    core.tick(0.38)
+    assert core.take() == [(a, ("check", 0))]
+    run(core, a, now=0.40)  # a message resets the interval
+    core.tick(0.46)
     assert core.take() == [(a, ("check", 0))]
     # a stalled participant is probed like one waiting on I/O
-    block(core, a, flags=FLAG_IO | FLAG_STALLED, now=0.13)
-    assert kinds(settle(core, 0.13)) == [(a, "probe")]
+    block(core, a, flags=FLAG_IO | FLAG_STALLED, now=0.47)
+    assert kinds(settle(core, 0.47)) == [(a, "probe")]
     assert core.report()["participants"][0]["state"] == "stalled"
+
+
+def test_stall_checks_are_rare_while_nobody_waits_for_time():
+    core = make(stall_check_s=0.05)
+    a, b = reg(core, "a"), reg(core, "b")
+    coll(core, b, "g", 0, 1, 2, 0, 0)  # waits for a's arrival, not for GVT
+    core.tick(0.9)
+    assert core.take() == []
+    core.tick(1.0)
+    assert core.take() == [(a, ("check", 0))]
 
 
 def test_exit_when_empty_stops_after_the_last_participant_left():

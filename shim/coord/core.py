@@ -90,11 +90,15 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DEADLOCK = 3
 
+IDLE_CHECK_FACTOR = 20  # stall checks when nobody is blocked: 20x rarer
+MAX_CHECK_FACTOR = 64  # the longest interval between checks of one silent participant
+PID_CHECK_PERIOD_S = 0.5  # how often announced children's pids are looked up
+
 
 @dataclass
 class CoreConfig:
     deadlock_timeout_s: float = 10.0
-    stall_check_s: float = 0.05
+    stall_check_s: float = 0.1
     spawn_timeout_s: float = 600.0  # default real-time limit for an announced child to register
     exit_when_empty: bool = False  # stop once everybody has left (after at least one came)
 
@@ -125,6 +129,7 @@ class Participant:
     flags: int = 0
     wakes_sent: int = 0
     last_check_s: float = float("-inf")
+    check_interval_s: float | None = None  # None: the base interval; doubles per silent check
     groups: set = field(default_factory=set)  # group keys this participant is a member of
 
     @property
@@ -161,7 +166,8 @@ class PendingCollective:
 
 @dataclass
 class Stats:
-    messages: int = 0
+    messages: int = 0  # received
+    messages_out: int = 0
     state_messages: int = 0
     advances: int = 0
     wakes: int = 0
@@ -199,6 +205,7 @@ class Timekeeper:
         self._round_waiting: set[int] | None = None  # participants a probe round still waits on
         self._round_purpose = ""
         self.quiescent_since_s: float | None = None
+        self._last_pid_check_s = float("-inf")
         self.stopped: tuple[int, dict | None] | None = None  # (exit status, deadlock report)
         self._out: list[tuple[int, tuple]] = []
         self.log: list[tuple] = []  # decisions, for tests and --verbose: (kind, ...)
@@ -207,6 +214,7 @@ class Timekeeper:
 
     def take(self) -> list[tuple[int, tuple]]:
         out, self._out = self._out, []
+        self.stats.messages_out += len(out)
         return out
 
     @property
@@ -249,6 +257,7 @@ class Timekeeper:
             return
         p = self.participants[pid]
         p.last_msg_s = now_s
+        p.check_interval_s = None
         if kind == "state":
             _, ack, blocked, deadline, flags, lvt = msg
             self.stats.state_messages += 1
@@ -306,20 +315,17 @@ class Timekeeper:
         """Real time passed: spawn expiry, stall checks, the deadlock timer."""
         if self.stopped:
             return
+        check_pids = now_s - self._last_pid_check_s >= PID_CHECK_PERIOD_S
+        if check_pids:
+            self._last_pid_check_s = now_s
         for ticket, spawn in list(self.spawns.items()):
-            gone = spawn.pid is not None and not self._pid_alive(spawn.pid)
+            gone = check_pids and spawn.pid is not None and not self._pid_alive(spawn.pid)
             if gone or now_s - spawn.since_s >= spawn.timeout_s:
                 del self.spawns[ticket]
                 self._running -= 1
                 self.log.append(("spawn_expired", ticket, "exited" if gone else "timeout"))
                 self._invalidate()
-        stall = self.config.stall_check_s
-        for p in self.participants.values():
-            if (not p.blocked and now_s - p.last_msg_s >= stall
-                    and now_s - p.last_check_s >= stall):
-                p.last_check_s = now_s
-                self.stats.checks += 1
-                self._out.append((p.id, ("check", self.gvt_ns)))
+        self._stall_checks(now_s)
         if (self.quiescent_since_s is not None and self._round_waiting is None
                 and now_s - self.quiescent_since_s >= self.config.deadlock_timeout_s):
             probe = [p for p in self.participants.values() if p.flags & FLAG_IO]
@@ -327,6 +333,29 @@ class Timekeeper:
                 self._start_round(probe, "deadlock")
             else:
                 self._declare_deadlock()
+
+    def _stall_checks(self, now_s: float) -> None:
+        # See Note [Virtual time coordination], "Un-instrumented waits". A silent RUNNING
+        # participant matters at once when somebody waits for GVT to advance (a deadline, or
+        # I/O that a probe could settle); a participant blocked without either -- in a
+        # collective, say -- waits for the others to arrive, not for time. Otherwise only the
+        # silent one's own threads could be waiting, and a slower check suffices. Each check
+        # that finds it still running (it stays silent) doubles its interval, so a long
+        # computation costs a few checks, not one per period.
+        stall = self.config.stall_check_s
+        participants = self.participants.values()
+        urgent = any(p.blocked and (p.deadline_ns is not None or p.flags & FLAG_IO)
+                     for p in participants)
+        base = stall if urgent else stall * IDLE_CHECK_FACTOR
+        for p in participants:
+            if p.blocked:
+                continue
+            interval = p.check_interval_s or base
+            if now_s - max(p.last_msg_s, p.last_check_s) >= interval:
+                p.last_check_s = now_s
+                p.check_interval_s = min(2 * interval, stall * MAX_CHECK_FACTOR)
+                self.stats.checks += 1
+                self._out.append((p.id, ("check", self.gvt_ns)))
 
     def settle(self, now_s: float) -> None:
         """Decide: start a probe round or advance GVT, when nobody is running."""

@@ -8,7 +8,7 @@ core decides. See Note [Virtual time coordination] in ``core.py``.
 Usage::
 
     python -m revati.shim.coord.server --address unix:/run/me/tk.sock \\
-        [--deadlock-timeout-s 10] [--stall-check-ms 50] [--expect TICKET ...] \\
+        [--deadlock-timeout-s 10] [--stall-check-ms 100] [--expect TICKET ...] \\
         [--exit-when-empty] [--report deadlock.json] [--stats stats.json] [--verbose]
 
 It prints one JSON line when it listens (``{"address": ..., "pid": ...}``; plus ``"token"``
@@ -63,7 +63,7 @@ class TimekeeperConfig:
     address: str | None = None  # None: a Unix socket in a fresh private directory
     token: str | None = None  # None: a fresh random token
     deadlock_timeout_s: float = 10.0
-    stall_check_ms: float = 50.0
+    stall_check_ms: float = 100.0
     spawn_timeout_s: float = 600.0
     exit_when_empty: bool = False
     expect: tuple[str, ...] = ()  # tickets of children announced before the server starts
@@ -85,7 +85,7 @@ class TimekeeperConfig:
 
 
 class _Conn:
-    __slots__ = ("sock", "reader", "out", "pid", "writing", "closed")
+    __slots__ = ("sock", "reader", "out", "pid", "writing", "closed", "bell_of")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
@@ -94,6 +94,7 @@ class _Conn:
         self.pid: int | None = None
         self.writing = False
         self.closed = False
+        self.bell_of: int | None = None  # a participant's doorbell connection
 
 
 class TimekeeperServer:
@@ -110,6 +111,7 @@ class TimekeeperServer:
         self._listen: socket.socket | None = None
         self._sel = selectors.DefaultSelector()
         self._conns: dict[int, _Conn] = {}  # participant id -> connection
+        self._bells: dict[int, _Conn] = {}  # participant id -> its doorbell connection
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -237,6 +239,8 @@ class TimekeeperServer:
         core = self.core
         try:
             for body in conn.reader.feed(data):
+                if conn.bell_of is not None:
+                    raise ProtocolError("a doorbell connection only listens")
                 if conn.pid is None:
                     self._handshake(conn, body, now)
                     if conn.closed:
@@ -259,6 +263,15 @@ class TimekeeperServer:
             self._close(conn, now)
             return
         msg = decode(rest, C2S)
+        if msg[0] == "doorbell":
+            owner = msg[1]
+            if owner not in self.core.participants or owner in self._bells:
+                raise ProtocolError(f"no participant {owner} to ring")
+            conn.bell_of = owner
+            self._bells[owner] = conn
+            conn.out += encode(("welcome", self.core.gvt_ns, owner, 0))
+            self._flush(conn)
+            return
         if msg[0] != "register":
             raise ProtocolError(f"first message is {msg[0]!r}, not 'register'")
         _, name, pid, ppid, start_lvt, ticket, role = msg
@@ -273,8 +286,10 @@ class TimekeeperServer:
             return
         touched = []
         conns = self._conns
+        bells = self._bells
         for pid, msg in outputs:
-            conn = conns.get(pid)
+            # Stall checks go to the doorbell: see Note [Virtual time coordination].
+            conn = (msg[0] == "check" and bells.get(pid)) or conns.get(pid)
             if conn is None or conn.closed:
                 continue
             if not conn.out:
@@ -306,7 +321,14 @@ class TimekeeperServer:
         except (KeyError, ValueError):
             pass
         conn.sock.close()
+        if conn.bell_of is not None:
+            if self._bells.get(conn.bell_of) is conn:
+                del self._bells[conn.bell_of]
+            return
         if conn.pid is not None:
+            bell = self._bells.get(conn.pid)
+            if bell is not None:
+                self._close(bell, now)
             self._conns.pop(conn.pid, None)
             self.core.disconnect(conn.pid, now)
             if self.config.verbose:
@@ -346,14 +368,21 @@ class TimekeeperServer:
         os.close(self._wake_w)
 
     def _write_outputs(self) -> None:
-        from revati.parquet_io import atomic_write_bytes
-
         if self.config.report_path and self.report is not None:
-            atomic_write_bytes(self.config.report_path, json.dumps(self.report, indent=1).encode())
+            _write_json(self.config.report_path, self.report)
         if self.config.stats_path:
             stats = {"exit_status": self.exit_status, "cpu_s": self.cpu_s,
                      "gvt_ns": self.core.gvt_ns, **asdict(self.core.stats)}
-            atomic_write_bytes(self.config.stats_path, json.dumps(stats).encode())
+            _write_json(self.config.stats_path, stats)
+
+
+def _write_json(path: str, data: dict) -> None:
+    # Temp file + rename, like revati.parquet_io.atomic_write_bytes, which this process does
+    # not import: that module loads pyarrow (and numpy), a heavy start for the timekeeper.
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
 
 
 def private_dir() -> str:
@@ -534,7 +563,10 @@ def start_timekeeper(config: TimekeeperConfig | None = None, mode: str = "proces
     env = dict(os.environ)
     env.pop("REVATI_INJECT", None)  # the timekeeper runs on the real clock
     env[ENV_TOKEN] = token
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    # cwd: ``-m`` puts the working directory first on sys.path; an empty private one keeps a
+    # stray ``revati/`` folder there (another checkout) from shadowing the installed package.
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            cwd=files_dir)
     line = _read_ready_line(proc, ready_timeout_s)
     if line is None:
         proc.kill()
@@ -573,7 +605,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="unix:PATH, a socket path, or HOST:PORT (default: a private socket)")
     p.add_argument("--deadlock-timeout-s", type=float, default=10.0,
                    help="real seconds everybody must stay blocked without deadline")
-    p.add_argument("--stall-check-ms", type=float, default=50.0,
+    p.add_argument("--stall-check-ms", type=float, default=100.0,
                    help="real ms a running process may stay silent before a stall check")
     p.add_argument("--spawn-timeout-s", type=float, default=600.0,
                    help="real seconds an announced child may take to register")

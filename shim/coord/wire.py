@@ -9,7 +9,8 @@ knows the emulation's token (see ``handshake_body``), and the socket is private 
 in a 0700 directory, or TCP with that token).
 
 The first frame a client sends is the handshake: ``MAGIC + u16 token length + token + pickled
-("register", ...)``. The server compares the token in constant time before unpickling the rest.
+("register", ...)`` (or ``("doorbell", id)`` for a participant's second connection). The server
+compares the token in constant time before unpickling the rest.
 
 Every server message carries the current global virtual time as field 1.
 """
@@ -66,6 +67,10 @@ def _check_field(value: Any, kind: type) -> bool:
 C2S: dict[str, tuple[type, ...]] = {
     # name, pid, ppid, start_lvt_ns, ticket, role ("participant" | "control")
     "register": (str, int, int, _OptInt, (str, type(None)), str),
+    # participant id: this connection is that participant's doorbell (handshake only). The
+    # server sends stall checks there, so an idle client thread can wait on it at no cost
+    # while program threads read the main connection themselves.
+    "doorbell": (int,),
     # ack, blocked, deadline_ns, flags, lvt_ns
     "state": (int, bool, _OptInt, int, int),
     # ack, group_key, seq, rank, world_size, arrival_ns, cost_ns, payload, blocked, deadline_ns,
