@@ -383,7 +383,7 @@ class Coordinator:
             self._activity += 1
             self._stalled = False
             if w.pipe is not None and w.status == _WOKEN:
-                _os_read(w.pipe, 1)  # woken after its descriptors were ready: drop the byte
+                _drain(w.pipe)  # woken after its descriptors were ready: drop the byte
             w.pipe = None
             if w.status != _ENDED:
                 self._leave(w, _ENDED)
@@ -690,6 +690,8 @@ class Coordinator:
                 return [], []
             if th.wake_pipe is None:
                 th.wake_pipe = os.pipe()
+                for fd in th.wake_pipe:
+                    os.set_blocking(fd, False)
             wake_r, wake_w = th.wake_pipe
             w.on_wake = lambda _t: _os_write(wake_w, b"w")
             w.pipe = wake_r
@@ -701,7 +703,7 @@ class Coordinator:
         while True:
             r, wr, _ = _real_select([wake_r, *rfds], list(wfds), [])
             if wake_r in r:
-                _os_read(wake_r, 1)  # on_wake ran, exactly once
+                _drain(wake_r)  # on_wake ran, exactly once
                 w.pipe = None
                 return [], []
             if r or wr:

@@ -71,11 +71,14 @@ Deadlock. When every participant is blocked without a deadline (so nothing can a
 final probe round still finds everybody blocked, the server reports each participant's state,
 sends DEADLOCK to all (their waits raise DeadlockError) and stops with EXIT_DEADLOCK.
 
-Un-instrumented waits. A RUNNING participant silent for ``stall_check_s`` is asked to CHECK:
-its reader thread inspects /proc for the program threads not in a coordinated wait, and if all
-sleep with unchanged context-switch counts it reports BLOCKED with FLAG_IO|FLAG_STALLED (probed
-like I/O, re-checking /proc). Its next shim call turns it RUNNING again. This bounds a missed
-wait to some real latency instead of a hang.
+Un-instrumented waits. A RUNNING participant silent for ``stall_check_s`` is asked to CHECK
+(sooner when somebody waits for GVT to advance, with a doubling interval while it stays
+silent): its reader thread inspects the program threads not in a coordinated wait -- CPU
+clocks, then /proc state and context-switch counts -- and if all sleep it reports BLOCKED with
+FLAG_IO|FLAG_STALLED (probed like I/O, re-checking /proc). Its next shim call turns it RUNNING
+again. This bounds a missed wait to some real latency instead of a hang. Checks travel on a
+second connection (the doorbell), so the reader thread can wait for them at no cost while the
+process's waiting threads read the main connection themselves.
 """
 
 from __future__ import annotations
