@@ -469,3 +469,23 @@ def test_stall_check_reaches_a_process_whose_threads_read_the_socket(timekeeper,
     assert time.monotonic() - t0 < 15
     release.set()
     ts.join(20)
+
+
+def test_wait_io_handles_descriptor_numbers_beyond_select_limit(timekeeper, coords):
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1500:
+        pytest.skip(f"needs RLIMIT_NOFILE > 1500, have {soft}")
+    handle = timekeeper()
+    a = coords(handle, "a", register_thread=True)
+    r, w = os.pipe()
+    high = os.dup2(r, 1500)
+    try:
+        os.write(w, b"x")
+        assert a.wait_io([high], [], 10_000) == (None, [high], [])
+        os.read(high, 1)
+        assert a.wait_io([high], [w], 10_000) == (None, [], [w])
+    finally:
+        for fd in (r, w, high):
+            os.close(fd)

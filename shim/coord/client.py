@@ -60,7 +60,7 @@ the pump lock). A thread blocked in ``sleep_until``/``wait_io``/``collective`` t
 itself when it is free, so its own wake costs a single kernel wake-up. The reader thread takes
 it while some ``begin_wait`` waiter needs waking ("hot"); otherwise it only polls every
 ``COLD_POLL_S`` for messages to a running process (stall checks). This module captures the
-real ``time.sleep``, ``select.select`` and ``_thread`` primitives at import: import it before
+real ``time.sleep``, ``select.poll`` and ``_thread`` primitives at import: import it before
 the shim patches them. The reader thread is started with ``_thread.start_new_thread`` (not
 ``threading.Thread``), so thread-start hooks do not see it; ``coordination_thread_idents()``
 names it for the shim.
@@ -97,7 +97,10 @@ from revati.shim.coord.wire import (
 
 # The real primitives, before any shim patches them.
 _real_sleep = time.sleep
-_real_select = _select_module.select
+_real_poll = _select_module.poll
+_POLLIN = (_select_module.POLLIN | _select_module.POLLHUP | _select_module.POLLERR
+           | _select_module.POLLNVAL)
+_POLLOUT = _select_module.POLLOUT | _select_module.POLLERR | _select_module.POLLNVAL
 _allocate_lock = _thread.allocate_lock
 _start_new_thread = _thread.start_new_thread
 _get_ident = _thread.get_ident
@@ -344,7 +347,7 @@ class Coordinator:
         rfds, wfds = list(rfds), list(wfds)
 
         def io_check() -> bool:
-            r, w, _ = _real_select(rfds, wfds, [], 0)
+            r, w = _poll(rfds, wfds, 0)
             return bool(r or w)
 
         with self._lock:
@@ -671,7 +674,7 @@ class Coordinator:
         fds = [sockfd, *rfds]
         while w.status in (_WAITING, _READY):
             try:
-                r, wr, _ = _real_select(fds, wfds, [])
+                r, wr = _poll(fds, wfds)
             except (OSError, ValueError):
                 return [], []
             if sockfd in r:
@@ -701,7 +704,7 @@ class Coordinator:
                 if self._hot_waits == 1:
                     self._kick()
         while True:
-            r, wr, _ = _real_select([wake_r, *rfds], list(wfds), [])
+            r, wr = _poll([wake_r, *rfds], wfds)
             if wake_r in r:
                 _drain(wake_r)  # on_wake ran, exactly once
                 w.pipe = None
@@ -769,7 +772,7 @@ class Coordinator:
                 wants_main = self._hot_waits or self._stalled
                 if wants_main and self._pump_lock.acquire(False):
                     try:
-                        r = _real_select([sockfd, ctl_r, bellfd], [], [])[0]
+                        r = _poll([sockfd, ctl_r, bellfd])[0]
                         if ctl_r in r:
                             _drain(ctl_r)
                         if sockfd in r and not self._pump_once(sock):
@@ -782,14 +785,14 @@ class Coordinator:
                 elif bell is not None:
                     # Cold, or a program thread reads the main connection (it kicks us when
                     # it stops): listen for stall checks only.
-                    r = _real_select([ctl_r, bellfd], [], [])[0]
+                    r = _poll([ctl_r, bellfd])[0]
                     if ctl_r in r:
                         _drain(ctl_r)
                     if bellfd in r and not self._ring(bell, bell_frames):
                         bell.close()
                         bell, bellfd = None, ctl_r
                 else:
-                    if _real_select([ctl_r], [], [], COLD_POLL_S)[0]:
+                    if _poll([ctl_r], (), COLD_POLL_S)[0]:
                         _drain(ctl_r)
                     if not self._hot_waits and self._pump_lock.acquire(False):
                         try:
@@ -986,6 +989,30 @@ class Coordinator:
             return
         with self._lock:  # the forking thread carries on as the child's program thread
             self._threads[ident] = _ThreadInfo(ident, _get_native_id())
+
+
+def _poll(rfds, wfds=(), timeout_s: float | None = None) -> tuple[list, list]:
+    """``select`` for readiness with ``poll`` (no limit on descriptor numbers).
+
+    Takes descriptors or objects with ``fileno()``; returns the ready ones as given.
+    """
+    poller = _real_poll()
+    given: dict[int, Any] = {}
+    masks: dict[int, int] = {}
+    for obj, mask in [(o, _POLLIN) for o in rfds] + [(o, _POLLOUT) for o in wfds]:
+        fd = obj if isinstance(obj, int) else obj.fileno()
+        given[fd] = obj
+        masks[fd] = masks.get(fd, 0) | mask
+    for fd, mask in masks.items():
+        poller.register(fd, mask)
+    events = poller.poll(None if timeout_s is None else int(timeout_s * 1000))
+    readable, writable = [], []
+    for fd, ev in events:
+        if ev & _POLLIN and masks[fd] & _select_module.POLLIN:
+            readable.append(given[fd])
+        if ev & _POLLOUT and masks[fd] & _select_module.POLLOUT:
+            writable.append(given[fd])
+    return readable, writable
 
 
 def _coll_label(key: tuple) -> str:
