@@ -852,7 +852,9 @@ class Coordinator:
                 self._leave(w, _WOKEN)
                 w.granted = granted
                 self._call_wake(w, granted)
-            self._view = _RUNNING_VIEW  # the server counts us running until we re-report
+            # The server counts us running until we re-report with this ack.
+            # See Note [Virtual time coordination], "Acknowledged wakes".
+            self._view = _RUNNING_VIEW
             self._sync()
         elif kind == "coll_done" or kind == "coll_fail":
             seq, key = msg[2], (msg[3], msg[4], msg[5])
@@ -884,6 +886,7 @@ class Coordinator:
             self._fail_all(TimekeeperLost(self._address, f"refused: {msg[2]}"))
 
     def _probe(self, round_: int) -> None:
+        # See Note [Virtual time coordination], "Advancing": answer from what is true now.
         for w in self._waits.values():
             if w.status == _WAITING and w.io_check is not None and self._ready(w):
                 self._leave(w, _READY)

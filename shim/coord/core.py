@@ -392,7 +392,9 @@ class Timekeeper:
         if ack > p.wakes_sent:
             raise ProtocolViolation(f"{p.name} acknowledged wake {ack} of {p.wakes_sent}")
         if ack < p.wakes_sent:
-            return  # sent before it saw our latest wake: it is RUNNING until it re-reports
+            # Sent before it saw our latest wake: it is RUNNING until it re-reports.
+            # See Note [Virtual time coordination], "Acknowledged wakes".
+            return
         if not blocked:
             self._set_running(p)
             return
@@ -436,6 +438,8 @@ class Timekeeper:
             self._advance(now_s)
 
     def _advance(self, now_s: float) -> None:
+        # Only called when nobody runs and every probe said "still blocked".
+        # See Note [Virtual time coordination], "Advancing".
         waiting = [(p.deadline_ns, p.name, p.id) for p in self.participants.values()
                    if p.deadline_ns is not None]
         if not waiting:
