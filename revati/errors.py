@@ -102,3 +102,24 @@ class TraceError(RevatiError):
         self.where = where
         self.problem = problem
         super().__init__(f"{where}: {problem}")
+
+
+class CollectiveFailed(EmulationError):
+    """A virtual collective cannot complete: a rank exited, or the ranks disagree on its shape."""
+
+    def __init__(self, group_key: object, seq: int, missing_ranks: Iterable[int], reason: str):
+        self.group_key = group_key
+        self.seq = seq
+        self.missing_ranks = sorted(missing_ranks)
+        self.reason = reason
+        missing = f" (missing ranks {self.missing_ranks})" if self.missing_ranks else ""
+        super().__init__(f"collective {group_key!r} #{seq} failed{missing}: {reason}")
+
+
+class TimekeeperLost(EmulationError):
+    """The connection to the emulation's timekeeper failed or was refused."""
+
+    def __init__(self, address: object, reason: str):
+        self.address = address
+        self.reason = reason
+        super().__init__(f"timekeeper at {address}: {reason}")

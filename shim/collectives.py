@@ -124,6 +124,7 @@ def _rendezvous(group: str, rank: int, world: int, family: str, nbytes: int, dty
     res = _coordinator().collective(group, seq, rank, world, arrival, cost, payload)
     completion, payloads = (res.completion_ns, res.payloads) if hasattr(res, "completion_ns") else res
     gpus.wait_until(dev, stream, completion)
+    gpus.collective_ns_total += cost
     if rt.timeline.enabled:
         rt.timeline.kernel(dev, stream, f"{family} (x{world})", completion - cost, cost)
     rt.clock.charge(rt.config.launch_overhead_ns)

@@ -49,6 +49,8 @@ class VirtualGPUs:
         self._lock = threading.Lock()
         self._next_stream = 1
         self.kernels_launched = 0
+        self.kernel_ns_total = 0          # predicted kernel time launched (graphs included)
+        self.collective_ns_total = 0      # predicted collective time (virtual collectives)
         self.graph_replays = 0
         self.syncs = 0
         self._current_device = lambda: 0  # replaced by the native guard's getter when installed
@@ -105,6 +107,7 @@ class VirtualGPUs:
         end = start + duration_ns
         ready[sid] = end
         self.kernels_launched += 1
+        self.kernel_ns_total += duration_ns
         if self.timeline.enabled:
             self.timeline.kernel(dev, sid, name, start, duration_ns)
         return end
@@ -152,6 +155,7 @@ class VirtualGPUs:
         start = max(host_now, ready.get(sid, 0))
         end = start + cap.total_ns
         ready[sid] = end
+        self.kernel_ns_total += cap.total_ns
         if self.timeline.enabled:
             self.timeline.kernel(dev, sid, f"cudaGraphLaunch ({len(cap.kernels)} kernels)", start, cap.total_ns)
         return end
