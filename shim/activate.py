@@ -29,14 +29,20 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
         return _ACTIVE["runtime"]
     cfg = config if isinstance(config, EmulationConfig) else EmulationConfig.from_json(dict(config))
 
+    # Register with the timekeeper before the slow imports: a parent waiting for this process
+    # was told to expect it, and virtual time stands still until it registers.
+    from revati.shim import runtime, vtime
+
+    coordinator = vtime.connect_coordinator(
+        cfg, lvt_fn=lambda: runtime._RUNTIME.clock.now() if runtime._RUNTIME is not None else 0)
+
     import torch
 
-    from revati.shim import collectives, cuda_api, native, runtime, vtensor, vtime, wholeops
+    from revati.shim import collectives, cuda_api, native, vtensor, wholeops
 
     guard = native.cuda_guard()
     guard.revati_install_cuda_guard(cfg.num_gpus)
-    coordinator = vtime.connect_coordinator(cfg)
-    rt = runtime.install(runtime.Runtime(cfg, start_ns=coordinator.start_ns(), coordinator=coordinator))
+    rt = runtime.install(runtime.Runtime(cfg, start_ns=coordinator.start_lvt_ns or 0, coordinator=coordinator))
     cuda_api.install(rt, guard)
     vtensor.register_factories()
     wholeops.install()
@@ -55,16 +61,14 @@ def _at_exit() -> None:
     rt = _ACTIVE.get("runtime")
     if rt is None:
         return
-    try:
-        rt.timeline.write()
-        if rt.config.stats_dir:
-            from revati.parquet_io import atomic_write_bytes
+    # The coordinator stays connected: atexit handlers registered before ours (multiprocessing's
+    # finalizers joining its feeder threads) still wait virtually; the socket closes with the process.
+    rt.timeline.write()
+    if rt.config.stats_dir:
+        from revati.parquet_io import atomic_write_bytes
 
-            summary = rt.summary()
-            summary["dispatch"] = rt.stats.line()
-            summary["predictor"] = rt.predictor.stats.line()
-            path = Path(rt.config.stats_dir) / f"process-{os.getpid()}.json"
-            atomic_write_bytes(path, json.dumps(summary, indent=2, default=str).encode())
-    finally:
-        if rt.coordinator is not None:
-            rt.coordinator.close()
+        summary = rt.summary()
+        summary["dispatch"] = rt.stats.line()
+        summary["predictor"] = rt.predictor.stats.line()
+        path = Path(rt.config.stats_dir) / f"process-{os.getpid()}.json"
+        atomic_write_bytes(path, json.dumps(summary, indent=2, default=str).encode())

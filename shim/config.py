@@ -31,8 +31,6 @@ class EmulationConfig:
     stats_dir: str | None = None          # per-process summary JSON written at exit
     models_dir: str | None = None
     process_name: str | None = None
-    coordinator: str | None = None        # timekeeper address; None: in-process coordination
-    coordinator_token: str | None = None
 
     def __post_init__(self) -> None:
         self.gpu = gpus.resolve_key(self.gpu)

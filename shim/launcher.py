@@ -27,6 +27,8 @@ class EmulationResult:
     returncode: int
     wall_s: float
     processes: list[dict[str, Any]] = field(default_factory=list)
+    deadlock: dict[str, Any] | None = None     # the timekeeper's report, if it stopped the run
+    timekeeper: dict[str, Any] | None = None   # its counters
 
     @property
     def virtual_s(self) -> float:
@@ -50,8 +52,15 @@ def emulation_env(cfg: EmulationConfig, base_env: dict[str, str] | None = None) 
     return env
 
 
+DEADLOCK_EXIT = 3  # the timekeeper's exit status after a deadlock
+
+
 def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
-        base_env: dict[str, str] | None = None, timeout_s: float | None = None) -> EmulationResult:
+        base_env: dict[str, str] | None = None, timeout_s: float | None = None,
+        deadlock_timeout_s: float = 30.0) -> EmulationResult:
+    """Run ``cmd`` under emulation with a timekeeper coordinating all of its processes."""
+    from revati.shim.coord.server import TimekeeperConfig, start_timekeeper
+
     stats_dir = cfg.stats_dir
     tmp = None
     if stats_dir is None:
@@ -59,15 +68,28 @@ def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
         stats_dir = cfg.stats_dir = tmp.name
     Path(stats_dir).mkdir(parents=True, exist_ok=True)
     env = emulation_env(cfg, base_env)
+    tk = start_timekeeper(TimekeeperConfig(deadlock_timeout_s=deadlock_timeout_s))
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)
+    proc = None
+    deadlock = None
     try:
-        returncode = proc.wait(timeout=timeout_s)
+        ticket = tk.expect_child(timeout_s=120.0)
+        env.update(tk.env(ticket))
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)
+        tk.child_started(ticket, proc.pid)
+        returncode = _wait(proc, tk, timeout_s)
+        if tk.exit_status == DEADLOCK_EXIT:
+            deadlock = tk.deadlock_report or {"error": "deadlock (no report)"}
+            _kill_group(proc)
+            returncode = DEADLOCK_EXIT
     except BaseException:
-        _kill_group(proc)
+        if proc is not None:
+            _kill_group(proc)
         raise
     finally:
-        _kill_group(proc, only_leftovers=True)
+        if proc is not None:
+            _kill_group(proc, only_leftovers=True)
+        tk.stop()
     wall = time.monotonic() - t0
     processes = []
     for f in sorted(Path(stats_dir).glob("process-*.json")):
@@ -77,7 +99,21 @@ def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
             continue
     if tmp is not None:
         tmp.cleanup()
-    return EmulationResult(returncode, wall, processes)
+    return EmulationResult(returncode, wall, processes, deadlock, tk.stats)
+
+
+def _wait(proc: subprocess.Popen, tk, timeout_s: float | None) -> int:
+    """Wait for the command, or for the timekeeper to stop it (a deadlock)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        try:
+            return proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        if tk.exit_status is not None:
+            return proc.poll() if proc.poll() is not None else DEADLOCK_EXIT
+        if deadline is not None and time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
 
 
 def _kill_group(proc: subprocess.Popen, only_leftovers: bool = False) -> None:

@@ -1,7 +1,7 @@
 """In-process coordination of virtual waits, for an emulation of a single process.
 
 It implements the same interface as the timekeeper client (revati.shim.coord.client) --
-``begin_wait``/``end_wait``/``mark_ready``/``register_thread``/``gvt_ns``/``collective`` -- with
+``begin_wait``/``end_wait``/``sleep_until``/``register_thread``/``gvt_ns``/``collective`` -- with
 the same rule restricted to one process: virtual time moves past a waiting thread's deadline
 only when every program thread of the process is waiting (Note [Virtual time coordination]),
 and then the earliest deadline is granted. A thread blocked in a call revati does not
@@ -14,6 +14,7 @@ from __future__ import annotations
 import _thread
 import itertools
 import os
+import select as _select
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ _real_monotonic = time.monotonic
 _real_sleep = time.sleep
 
 
+@dataclass
+class IoWaitResult:
+    granted_ns: int | None
+    readable: list[int]
+    writable: list[int]
+
+
 @dataclass(eq=False)
 class _Waiter:
     thread: int
@@ -32,7 +40,6 @@ class _Waiter:
     io_check: Callable[[], bool] | None
     on_wake: Callable[[int], None]
     granted_ns: int | None = None
-    ready: bool = False
 
 
 
@@ -44,7 +51,8 @@ class LocalCoordinator:
         self._waiters: dict[int, _Waiter] = {}
         self._tokens = itertools.count(1)
         self._gvt = int(start_ns)
-        self._start = int(start_ns)
+        self.start_lvt_ns = int(start_ns)
+        self._ended: dict[int, int | None] = {}
         self._stall_check_s = stall_check_s
         self._deadlock_timeout_s = deadlock_timeout_s
         self._cpu_ns = 0
@@ -57,9 +65,6 @@ class LocalCoordinator:
         self._monitor.start()
 
     # -- interface ------------------------------------------------------------------------------
-    def start_ns(self) -> int:
-        return self._start
-
     def gvt_ns(self) -> int:
         return self._gvt
 
@@ -84,27 +89,71 @@ class LocalCoordinator:
             with self._lock:
                 self._presumed_waiting.discard(threading.get_ident())
 
-    def begin_wait(self, deadline_ns: int | None, io_check: Callable[[], bool] | None,
-                   on_wake: Callable[[int], None]) -> int:
+    def begin_wait(self, deadline_ns: int | None, io_check: Callable[[], bool] | None = None,
+                   on_wake: Callable[[int], None] | None = None, label: str = "") -> int:
         with self._lock:
             token = next(self._tokens)
             ident = threading.get_ident()
             self._presumed_waiting.discard(ident)
-            self._waiters[token] = _Waiter(ident, deadline_ns, io_check, on_wake)
+            self._waiters[token] = _Waiter(ident, deadline_ns, io_check, on_wake or (lambda t: None))
             self._maybe_advance()
             return token
 
     def end_wait(self, token: int) -> int | None:
+        """Stop counting a wait; another thread that woke the waiter (notify) may call it first."""
         with self._lock:
             w = self._waiters.pop(token, None)
-            return w.granted_ns if w is not None else None
+            if w is None:
+                return self._ended.pop(token, None)
+            if w.thread != threading.get_ident():
+                self._ended[token] = w.granted_ns  # for the waiter's own call
+            return w.granted_ns
 
-    def mark_ready(self, token: int) -> None:
-        """The waiter was woken by another thread of this process (notify): it is running."""
-        with self._lock:
-            w = self._waiters.get(token)
-            if w is not None:
-                w.ready = True
+    def sleep_until(self, deadline_ns: int, label: str = "sleep") -> int:
+        lock = _thread.allocate_lock()
+        lock.acquire()
+        token = self.begin_wait(deadline_ns, None, lambda t: lock.release())
+        try:
+            lock.acquire()
+        finally:
+            granted = self.end_wait(token)
+        return granted if granted is not None else deadline_ns
+
+    def wait_io(self, rfds: list[int], wfds: list[int], deadline_ns: int | None, label: str = "") -> IoWaitResult:
+        """Block until a descriptor is ready or the virtual deadline is granted."""
+        r_wake, w_wake = os.pipe()
+        os.set_blocking(w_wake, False)
+
+        def ready_now() -> bool:
+            r, w, _ = _select.select(rfds, wfds, [], 0)
+            return bool(r or w)
+
+        def poke(t: int) -> None:
+            try:
+                os.write(w_wake, b"x")
+            except OSError:
+                pass
+
+        token = self.begin_wait(deadline_ns, ready_now, poke, label)
+        try:
+            poller = _select.poll()
+            for fd in rfds:
+                poller.register(fd, _select.POLLIN | _select.POLLPRI)
+            for fd in wfds:
+                poller.register(fd, _select.POLLOUT)
+            poller.register(r_wake, _select.POLLIN)
+            while True:
+                try:
+                    poller.poll(None)
+                except InterruptedError:
+                    continue
+                break
+        finally:
+            granted = self.end_wait(token)
+            os.close(r_wake)
+            os.close(w_wake)
+        r, w, _ = _select.select(rfds, wfds, [], 0)
+        return IoWaitResult(granted, list(r), list(w))
 
     def collective(self, group_key, seq, rank, world_size, arrival_ns, cost_ns, payload=None):
         if world_size != 1:
@@ -131,7 +180,7 @@ class LocalCoordinator:
         # Called with the lock held.
         t0 = time.thread_time_ns()
         try:
-            live = [w for w in self._waiters.values() if not w.ready and w.granted_ns is None]
+            live = [w for w in self._waiters.values() if w.granted_ns is None]
             waiting = {w.thread for w in live} | self._presumed_waiting
             if any(ident not in waiting for ident in self._threads):
                 return
@@ -164,7 +213,7 @@ class LocalCoordinator:
             _real_sleep(self._stall_check_s)
             with self._lock:
                 pending = any(w.deadline_ns is not None and w.granted_ns is None for w in self._waiters.values())
-                waiting = {w.thread for w in self._waiters.values() if not w.ready and w.granted_ns is None}
+                waiting = {w.thread for w in self._waiters.values() if w.granted_ns is None}
                 running = {i for i in self._threads if i not in waiting and i not in self._presumed_waiting}
             own = time.thread_time_ns() - t_own
             busy = time.process_time_ns() - cpu0 - own
@@ -182,7 +231,7 @@ class LocalCoordinator:
 
     def check_deadlock(self) -> None:
         with self._lock:
-            live = [w for w in self._waiters.values() if not w.ready and w.granted_ns is None]
+            live = [w for w in self._waiters.values() if w.granted_ns is None]
             if live and len({w.thread for w in live}) == len(self._threads) and \
                     all(w.deadline_ns is None and w.io_check is None for w in live):
                 raise DeadlockError({f"thread {w.thread}": "waiting with no deadline" for w in live})

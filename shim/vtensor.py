@@ -463,12 +463,24 @@ def _materialize(spec, args, kwargs, dev: int):
     if mode == VIEW:
         _, shape, stride, offset, dtype, ref = spec
         base = _ref(args, kwargs, ref)
+        if _is_inference_mode() and not base.is_inference():
+            # A view of a normal tensor is a normal tensor, also under inference_mode (it
+            # shares the base's version counter, which an inference tensor cannot have).
+            with _no_inference_mode():
+                return new_vtensor(shape, stride, offset, dtype, base._dev, base._st)
         return new_vtensor(shape, stride, offset, dtype, base._dev, base._st)
     _, shape, stride, offset, dtype, ref, changed = spec
     t = _ref(args, kwargs, ref)
     if changed:
         _set_metadata(t, shape, stride, offset, dtype)
     return t
+
+
+_is_inference_mode = torch.is_inference_mode_enabled
+
+
+def _no_inference_mode():
+    return torch.inference_mode(False)
 
 
 def _set_metadata(t: VTensor, shape, stride, offset: int, dtype) -> None:

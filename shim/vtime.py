@@ -38,19 +38,25 @@ EPOCH_ENV = "REVATI_EPOCH_NS"
 MONO_ENV = "REVATI_MONO_BASE_NS"
 
 
-def connect_coordinator(cfg) -> Any:
-    if cfg.coordinator:
-        from revati.shim.coord.client import Coordinator  # the timekeeper client
+def connect_coordinator(cfg, lvt_fn=None) -> Any:
+    """The emulation's timekeeper when ``revati emulate`` started one (REVATI_COORD_* in the
+    environment), else in-process coordination of this process's own threads."""
+    from revati.shim.coord.client import Coordinator
 
-        return Coordinator.connect(cfg.coordinator, token=cfg.coordinator_token,
-                                   name=cfg.process_name or _default_name())
+    coord = Coordinator.from_env(cfg.process_name or _default_name(), lvt_fn=lvt_fn)
+    if coord is not None:
+        return coord
     from revati.shim.local_coord import LocalCoordinator
 
     return LocalCoordinator(start_ns=0)
 
 
 def _default_name() -> str:
-    return f"{os.path.basename(sys.argv[0] or 'python')}-{os.getpid()}"
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0 in ("", "-c"):
+        # multiprocessing spawn and `python -c` children: say whose child it is
+        return f"child-of-{os.getppid()}-{os.getpid()}"
+    return f"{os.path.basename(argv0)}-{os.getpid()}"
 
 
 def _bases() -> tuple[int, int]:
@@ -111,6 +117,7 @@ def install(rt, coordinator) -> Waits:
     _install_threading(waits, coordinator)
     _install_selectors(waits)
     _install_multiprocessing(waits)
+    _install_child_announcement(coordinator)
     import_hooks.on_import("uvloop", _neutralise_uvloop)
     _install_fork_handling(rt, coordinator)
     return waits
@@ -179,26 +186,21 @@ def _install_threading(waits: Waits, coordinator) -> None:
     real_start = threading.Thread.start
 
     def start(self):
-        # Count the new thread from the moment start() is called: the starter then waits for
-        # it, and until the OS runs it nobody else may take that as "every thread is waiting".
+        # Thread.start waits until the new thread runs; that wait must not count as waiting
+        # (the new thread registers only once it runs, so for an instant every thread of the
+        # process would look blocked and a timeout could be granted early).
         if getattr(self, "_revati_internal", False):
             return real_start(self)
-        key = ("starting", id(self))
-        self._revati_start_key = key
-        coordinator.register_thread(key)
+        waits.raw_waits(True)
         try:
             return real_start(self)
-        except BaseException:
-            coordinator.unregister_thread(key)
-            raise
+        finally:
+            waits.raw_waits(False)
 
     def _bootstrap_inner(self):
         if getattr(self, "_revati_internal", False):
             return real_bootstrap(self)
         coordinator.register_thread()
-        key = getattr(self, "_revati_start_key", None)
-        if key is not None:
-            coordinator.unregister_thread(key)
         for hook in THREAD_START_HOOKS:
             hook()
         try:
@@ -225,21 +227,98 @@ def _install_selectors(waits: Waits) -> None:
 
 
 def _install_multiprocessing(waits: Waits) -> None:
+    """Blocking reads wait virtually; every message carries its sender's virtual send time.
+
+    # Note [Causal stamps on channels]
+    # A message sent at virtual time T must not be observed by its receiver before T: the
+    # receiver's clock jumps to at least T when it reads the message. multiprocessing
+    # connections (pipes and queues between emulated processes) carry the stamp in-band: 8
+    # bytes of the sender's virtual time before every message. Both ends of such a connection
+    # are emulated processes (children inherit the shim), so the framing is private.
+    """
     import multiprocessing.connection as mpc
+    import struct
+
+    clock = waits.clock
+    pack, unpack = struct.Struct("<q").pack, struct.Struct("<q").unpack_from
 
     for cls in (mpc.Connection,):
-        real_recv_bytes, real_recv = cls.recv_bytes, cls.recv
+        real_send, real_recv = cls._send_bytes, cls._recv_bytes
 
-        def recv_bytes(self, maxlength=None, _real=real_recv_bytes):
-            self._poll(None) if not self._poll(0) else None
-            return _real(self, maxlength)
+        def _send_bytes(self, buf, _real=real_send):
+            _real(self, pack(clock.now()) + bytes(buf))
 
-        def recv(self, _real=real_recv):
-            self._poll(None) if not self._poll(0) else None
-            return _real(self)
+        def _recv_bytes(self, maxsize=None, _real=real_recv):
+            if not self._poll(0):
+                self._poll(None)  # a virtual wait (multiprocessing.connection.wait -> selectors)
+            data = _real(self, None if maxsize is None else maxsize + 8)
+            raw = data.getbuffer()
+            stamp = unpack(raw, 0)[0]
+            payload = bytes(raw[8:])
+            del raw
+            if stamp > clock.now():
+                clock.advance_to(stamp)
+            data.seek(0)
+            data.truncate()
+            data.write(payload)
+            data.seek(0)
+            return data
 
-        cls.recv_bytes = recv_bytes
-        cls.recv = recv
+        cls._send_bytes = _send_bytes
+        cls._recv_bytes = _recv_bytes
+
+
+def _install_child_announcement(coordinator) -> None:
+    """Announce every Python child started with exec (subprocess, multiprocessing spawn).
+
+    Until the child registers, the timekeeper must not advance virtual time past the parent's
+    present: the parent may be waiting for the child (a spawned worker's ready message). Forked
+    children are handled by the coordinator itself.
+    """
+    announce = getattr(coordinator, "announce_child", None)
+    if announce is None:
+        return
+    import _posixsubprocess
+
+    real_fork_exec = _posixsubprocess.fork_exec
+
+    def fork_exec(args, executable_list, *rest):
+        env_list = rest[3] if len(rest) > 3 else None
+        if env_list is None:  # the child inherits this process's environment
+            env_list = [f"{k}={v}".encode() for k, v in os.environ.items()]
+            inherited = True
+        else:
+            inherited = False
+        ticket = None
+        if _is_emulated_python(args, executable_list, env_list):
+            try:
+                ticket = announce(timeout_s=120.0)
+                extra = [f"{k}={v}".encode() for k, v in coordinator.child_env(ticket).items()]
+                names = {x.split(b"=", 1)[0] for x in extra}
+                keep = [e for e in env_list if e.split(b"=", 1)[0] not in names]
+                rest = rest[:3] + (keep + extra,) + rest[4:]
+            except Exception:
+                ticket = None
+        elif inherited:
+            pass  # leave env=None: nothing to add
+        try:
+            pid = real_fork_exec(args, executable_list, *rest)
+        except BaseException:
+            if ticket is not None:
+                coordinator.cancel_child(ticket)
+            raise
+        if ticket is not None:
+            coordinator.child_started(ticket, pid)
+        return pid
+
+    _posixsubprocess.fork_exec = fork_exec
+
+
+def _is_emulated_python(args, executable_list, env_list) -> bool:
+    if not env_list or not any(e.startswith(b"REVATI_INJECT=") for e in env_list):
+        return False
+    names = [os.path.basename(os.fsdecode(x)) for x in (list(executable_list or []) + list(args or [])[:1])]
+    return any(n.startswith("python") for n in names)
 
 
 def _neutralise_uvloop(mod) -> None:

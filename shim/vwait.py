@@ -11,7 +11,6 @@ virtual time when something real woke it. Zero timeouts never block.
 from __future__ import annotations
 
 import _thread
-import os
 import select as _select
 import selectors
 import threading
@@ -19,6 +18,12 @@ from typing import Any, Callable
 
 _REAL_SELECT = _select.select
 _allocate_lock = _thread.allocate_lock
+
+
+# A zero-timeout poll is a syscall: it takes real time on any machine. When the host's own CPU
+# time is not counted (--no-host-cpu), this modelled cost keeps loops that poll until a deadline
+# passes (multiprocessing.connection.wait, ...) from spinning at a frozen clock.
+POLL_COST_NS = 2_000
 
 
 class Waits:
@@ -32,6 +37,10 @@ class Waits:
         self.waits = 0
 
     # -- helpers ------------------------------------------------------------------------------
+    def polled(self) -> None:
+        if not self.clock.count_host_cpu:
+            self.clock.charge(POLL_COST_NS)
+
     def deadline(self, timeout_s: float | None) -> int | None:
         if timeout_s is None:
             return None
@@ -45,25 +54,10 @@ class Waits:
             if gvt > self.clock.now():
                 self.clock.advance_to(gvt)
 
-    def _wake_pipe(self) -> tuple[int, int]:
-        pipe = getattr(self._tls, "pipe", None)
-        if pipe is None:
-            r, w = os.pipe()
-            os.set_blocking(r, False)
-            os.set_blocking(w, False)
-            pipe = self._tls.pipe = (r, w)
-        return pipe
-
     # -- a pure timer wait (time.sleep) ----------------------------------------------------------
     def sleep_until(self, deadline_ns: int) -> None:
         self.waits += 1
-        lock = _allocate_lock()
-        lock.acquire()
-        token = self.coord.begin_wait(deadline_ns, None, lambda t: _release(lock))
-        try:
-            lock.acquire()
-        finally:
-            granted = self.coord.end_wait(token)
+        granted = self.coord.sleep_until(deadline_ns, "sleep")
         self._after_wake(granted if granted is not None else deadline_ns)
 
     # -- a wait on file descriptors -------------------------------------------------------------------
@@ -77,32 +71,22 @@ class Waits:
         """
         ready = poll_ready()
         if ready or (timeout_s is not None and timeout_s <= 0):
+            self.polled()
             return ready
         self.waits += 1
-        rfd, wfd = self._wake_pipe()
         deadline = self.deadline(timeout_s)
-        token = self.coord.begin_wait(deadline, lambda: bool(poll_ready()), lambda t: _poke(wfd))
-        try:
-            poller = _select.poll()
-            for fd, ev in fds_events:
-                poller.register(fd, ev)
-            poller.register(rfd, _select.POLLIN)
-            while True:
-                try:
-                    events = poller.poll(None)
-                except InterruptedError:
-                    continue
-                break
-        finally:
-            granted = self.coord.end_wait(token)
-            _drain(rfd)
-        self._after_wake(granted)
+        rfds = [fd for fd, ev in fds_events if ev & (_select.POLLIN | _select.POLLPRI)]
+        wfds = [fd for fd, ev in fds_events if ev & _select.POLLOUT]
+        res = self.coord.wait_io(rfds, wfds, deadline, "io")
+        self._after_wake(res.granted_ns)
         return poll_ready()
 
     # -- threading.Condition -------------------------------------------------------------------------
     def condition_wait(self, cond: threading.Condition, timeout: float | None) -> bool:
         if not cond._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot wait on un-acquired lock")
+        if getattr(self._tls, "raw", False):
+            return _real_condition_wait(cond, timeout)
         waiter = _allocate_lock()
         waiter.acquire()
         state = _WaiterState()
@@ -163,9 +147,9 @@ class Waits:
                 if state.timed_out:
                     continue
                 state.notified = True
-            _release(waiter)
             if state.token is not None:
-                self.coord.mark_ready(state.token)
+                self.coord.end_wait(state.token)  # it runs now: stop counting its wait first
+            _release(waiter)
             n -= 1
 
     # -- Thread.join ----------------------------------------------------------------------------------
@@ -184,7 +168,7 @@ class Waits:
         # thread_finished sets the flag before it wakes the joiners it sees: a joiner that
         # registered too late to be seen sees the flag here instead.
         if thread.__dict__.get("_revati_done"):
-            self.coord.mark_ready(token)
+            self.coord.end_wait(token)
             _release(lock)
         try:
             lock.acquire()
@@ -200,11 +184,35 @@ class Waits:
         else:
             self._after_wake(granted)
 
+    def raw_waits(self, on: bool) -> None:
+        """While on, this thread's Condition waits are real: Thread.start waiting for the new
+        thread to run must not count as waiting (the new thread is not registered yet)."""
+        self._tls.raw = on
+
     def thread_finished(self, thread: threading.Thread) -> None:
         thread.__dict__["_revati_done"] = True
         for lock, token in list(thread.__dict__.get("_revati_joiners", [])):
-            self.coord.mark_ready(token)
+            self.coord.end_wait(token)
             _release(lock)
+
+
+def _real_condition_wait(cond: threading.Condition, timeout: float | None) -> bool:
+    """A real (wall-clock) Condition.wait, for the few waits that must not count as waiting."""
+    waiter = _allocate_lock()
+    waiter.acquire()
+    cond._waiters.append(waiter)  # type: ignore[attr-defined]
+    saved = cond._release_save()  # type: ignore[attr-defined]
+    gotit = False
+    try:
+        gotit = waiter.acquire() if timeout is None else waiter.acquire(True, max(timeout, 0))
+        return gotit
+    finally:
+        cond._acquire_restore(saved)  # type: ignore[attr-defined]
+        if not gotit:
+            try:
+                cond._waiters.remove(waiter)  # type: ignore[attr-defined]
+            except ValueError:
+                pass
 
 
 class _WaiterState:
@@ -223,21 +231,6 @@ def _release(lock) -> None:
     try:
         lock.release()
     except RuntimeError:
-        pass
-
-
-def _poke(fd: int) -> None:
-    try:
-        os.write(fd, b"x")
-    except (BlockingIOError, OSError):
-        pass
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, OSError):
         pass
 
 
@@ -267,6 +260,7 @@ def selector_fds(sel: selectors.BaseSelector) -> list[tuple[int, int]]:
 def virtual_selector_select(waits: Waits, real_select: Callable) -> Callable:
     def select(self, timeout=None):
         if timeout is not None and timeout <= 0:
+            waits.polled()
             return real_select(self, 0)
         if not self.get_map():  # nothing to wait on: a plain sleep
             if timeout is None:
@@ -281,6 +275,7 @@ def virtual_selector_select(waits: Waits, real_select: Callable) -> Callable:
 def virtual_select_select(waits: Waits) -> Callable:
     def select(rlist, wlist, xlist, timeout=None):
         if timeout is not None and timeout <= 0:
+            waits.polled()
             return _REAL_SELECT(rlist, wlist, xlist, 0)
         fds: list[tuple[int, int]] = []
         for objs, ev in ((rlist, _select.POLLIN), (wlist, _select.POLLOUT), (xlist, _select.POLLPRI)):

@@ -34,7 +34,7 @@ def test_launch_without_sync_moves_clock_only_by_launch_overhead(measured):
 
 @pytest.mark.parametrize("which", ["sleep", "asyncio_sleep"])
 def test_sleep_is_virtual(measured, which):
-    assert measured[which]["virtual_s"] == pytest.approx(30.0, abs=1e-6)
+    assert measured[which]["virtual_s"] == pytest.approx(30.0, abs=1e-4)  # + modelled zero-timeout polls
     assert measured[which]["wall_s"] < 0.5
 
 

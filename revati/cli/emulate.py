@@ -51,13 +51,15 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("--goodput", multiple=True, help="Main job: SLO in ms, e.g. --goodput ttft:500 --goodput tpot:50.")
 @click.option("--result-dir", type=click.Path(file_okay=False), default=None,
               help="Main job: write metrics.json and requests.jsonl here.")
+@click.option("--deadlock-timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.1),
+              help="Real seconds every process may stay blocked with no pending wake-up before the run is stopped.")
 @click.option("--explain", is_flag=True, help="Print the injected set-up and exit without running.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the program's own output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline_dir, stats_dir,
             model, dataset_name, dataset_path, num_prompts, request_rate, burstiness, random_input_len,
             random_output_len, random_range_ratio, max_concurrency, seed, goodput, result_dir,
-            explain, quiet, command):
+            deadlock_timeout_s, explain, quiet, command):
     """Run COMMAND with every CUDA kernel replaced by a jump of the virtual clock.
 
     Every Python process COMMAND starts (children included) sees NUM_GPUS virtual GPUs: tensors
@@ -99,7 +101,11 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
         shown = {k: env[k] for k in sorted(env) if k.startswith(("REVATI", "PYTHONPATH", "OMP_", "HF_HUB"))}
         click.echo(json.dumps({"command": list(command), "environment": shown}, indent=2))
         return
-    result = launcher.run(list(command), cfg)
+    result = launcher.run(list(command), cfg, deadlock_timeout_s=deadlock_timeout_s)
+    if result.deadlock is not None:
+        click.echo("revati: deadlock: every emulated process was blocked with nothing to wake it "
+                   f"for {deadlock_timeout_s:g} s (each process's state is listed above); the run was stopped",
+                   err=True)
     if not quiet:
         click.echo(
             f"revati: {len(result.processes)} emulated process(es) on {num_gpus}x {gpu}; "

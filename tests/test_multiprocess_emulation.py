@@ -1,0 +1,85 @@
+"""Issue 5 acceptance at the level of `revati emulate`: several processes, one timekeeper."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from revati.replay.predictor import load_predictor
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def _emulate(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "revati", "emulate", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=PROGRAMS)
+
+
+def _python_pids_running(marker: str) -> list[int]:
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmd:
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_tensor_parallel_step_is_compute_plus_all_reduce_on_every_rank(world):
+    layers = 2
+    proc = _emulate("--num-gpus", str(world), "--no-host-cpu", "--", sys.executable, "tp_block.py",
+                    str(world), str(layers))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    ranks = out["ranks"]
+    assert sorted(r["device"] for r in ranks) == list(range(world))
+    ar = round(load_predictor("h100").predict_ns("all_reduce", {"message_bytes": 4096 * 2, "world_size": world}, "fp16"))
+    for r in ranks:
+        for step in r["steps"]:
+            assert step["collective_ns"] == 2 * layers * ar
+            assert step["virtual_ns"] == step["kernel_ns"] + step["collective_ns"]
+    per_step = {s["virtual_ns"] for r in ranks for s in r["steps"]}
+    assert len(per_step) == 1, per_step  # the same on all ranks, every step
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_no_message_is_received_before_it_was_sent(method):
+    proc = _emulate("-q", "--no-host-cpu", "--", sys.executable, "causal_queues.py", method)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(out["pairs"]) == 3
+    for sent, received in out["pairs"]:
+        assert received >= sent
+    # the parent sleeps 1 s virtual per round: the child's receive times follow it
+    gaps = [b[1] - a[1] for a, b in zip(out["pairs"], out["pairs"][1:])]
+    assert all(abs(g - 1.0) < 1e-3 for g in gaps), gaps
+
+
+def test_a_crashed_process_is_deregistered_and_nobody_hangs():
+    proc = _emulate("-q", "--", sys.executable, "crash_and_deadlock.py", "crash", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["child_exit"] == -9
+    assert out["waited_s"] == pytest.approx(5.0, abs=0.05)
+    assert not _python_pids_running("crash_and_deadlock.py crash")
+
+
+def test_a_deadlock_is_reported_and_stops_the_emulation():
+    t0 = time.monotonic()
+    proc = _emulate("--deadlock-timeout-s", "2", "--", sys.executable, "crash_and_deadlock.py", "deadlock",
+                    timeout=120)
+    assert proc.returncode != 0
+    assert "deadlock" in proc.stderr.lower()
+    assert time.monotonic() - t0 < 60
+    time.sleep(0.5)
+    assert not _python_pids_running("crash_and_deadlock.py deadlock")
