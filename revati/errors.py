@@ -76,3 +76,13 @@ class NativeBuildError(EmulationError):
         self.what = what
         self.detail = detail
         super().__init__(f"cannot build {what}: {detail}")
+
+
+class UnsupportedEngine(EmulationError):
+    """A serving engine (or a mode of it) that the shim cannot emulate faithfully."""
+
+    def __init__(self, engine: str, version: str, reason: str):
+        self.engine = engine
+        self.version = version
+        self.reason = reason
+        super().__init__(f"revati cannot emulate {engine} {version}: {reason}")

@@ -296,6 +296,8 @@ def _meta_of(x):
         return x.to(META) if x.device.type != "meta" else x
     if isinstance(x, torch.device) and x.type == "cuda":
         return META
+    if isinstance(x, torch.Generator):
+        return None  # shapes do not depend on it, and meta kernels (refs) reject one
     return x
 
 
@@ -455,12 +457,20 @@ def _materialize(spec, args, kwargs, dev: int):
     if mode == VIEW:
         _, shape, stride, offset, dtype, ref = spec
         base = _ref(args, kwargs, ref)
+        if _inference_mode() and not base.is_inference():
+            # A view of a normal tensor is a normal tensor even under inference_mode: autograd
+            # shares the base's version counter with it, which an inference tensor cannot take.
+            with torch.inference_mode(False):
+                return new_vtensor(shape, stride, offset, dtype, base._dev, base._st)
         return new_vtensor(shape, stride, offset, dtype, base._dev, base._st)
     _, shape, stride, offset, dtype, ref, changed = spec
     t = _ref(args, kwargs, ref)
     if changed:
         _set_metadata(t, shape, stride, offset, dtype)
     return t
+
+
+_inference_mode = torch.is_inference_mode_enabled
 
 
 def _set_metadata(t: VTensor, shape, stride, offset: int, dtype) -> None:
@@ -785,3 +795,25 @@ def value_of(t: VTensor) -> torch.Tensor | None:
 
 
 _ = weakref  # storages are freed by refcount (VStorage.__del__); kept for debugging hooks
+
+
+def register_special(func, handler) -> None:
+    """Handle ``func`` on virtual tensors with ``handler(func, args, kwargs)`` instead of its Meta kernel.
+
+    For ops whose cost or result depends on more than input shapes (engine attention timed
+    from the scheduled batch, aliasing ops whose schema does not say so). The handler's CPU
+    time is excluded from the host clock like the shim's own (Note [Virtual host clock]).
+    """
+    def guarded(f, args, kwargs):
+        rt = _runtime_mod._RUNTIME
+        depth = getattr(_TLS, "depth", 0)
+        cpu0 = cpu_ns()
+        _TLS.depth = depth + 1
+        try:
+            rt.stats.ops += 1
+            return handler(f, args, kwargs)
+        finally:
+            _TLS.depth = depth
+            if depth == 0:
+                rt.clock.exclude(cpu_ns() - cpu0)
+    _SPECIAL[func] = guarded
