@@ -284,7 +284,16 @@ def _sig_into(x, vts: list) -> Any:
     if isinstance(x, (int, float, bool, str, torch.dtype, torch.device, torch.memory_format,
                       torch.layout, type(None))):
         return x
+    if type(x) in HASHABLE_ARG_TYPES:
+        return x
+    if isinstance(x, torch.Generator):
+        return "generator"  # output metadata and cost do not depend on the generator's state
     raise _Unhashable(type(x).__name__)
+
+
+# Argument types (beyond scalars) that can be part of an op-cache key as they are: hashable
+# value types engines pass to their custom ops (vLLM's LayerName); adapters add theirs.
+HASHABLE_ARG_TYPES: set = set()
 
 
 def _meta_of(x):

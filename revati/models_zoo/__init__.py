@@ -160,9 +160,17 @@ def build_tokenizer(cfg: dict, dest: Path) -> None:
     (dest / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
 
 
-def write_model_dir(name: str, dest: Path) -> Path:
-    """Build the directory for ``name`` at ``dest`` (atomically: a temp folder, then rename)."""
+def write_model_dir(name: str, dest: Path, **overrides) -> Path:
+    """Build the directory for ``name`` at ``dest`` (atomically: a temp folder, then rename).
+
+    ``overrides`` replace config.json fields, e.g. ``num_hidden_layers=2`` for a model as wide
+    as the real one but quicker to emulate.
+    """
     cfg = config(name)
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise BadInput(name, f"no config fields {sorted(unknown)} to override")
+    cfg.update(overrides)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -171,8 +179,9 @@ def write_model_dir(name: str, dest: Path) -> Path:
         gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id") if k in cfg}
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         build_tokenizer(cfg, tmp)
+        changed = f" with {overrides}" if overrides else ""
         (tmp / "REVATI.md").write_text(
-            f"Shapes of {SOURCES.get(name, name)}; no weights (load with load_format='dummy').\n"
+            f"Shapes of {SOURCES.get(name, name)}{changed}; no weights (load with load_format='dummy').\n"
             f"Tokenizer built by revati.models_zoo (version {_TOKENIZER_VERSION}): word-level, "
             f"one token per word w<id>.\n")
         if dest.exists():

@@ -10,7 +10,8 @@ registers what the CUDA path needs, each when vLLM imports the module concerned:
 - ``vllm._C_stable_libtorch`` and FlashAttention's extensions: defined by engines.vllm.oplib when
   the installed wheel lacks them (Note [vLLM CUDA ops on a CPU build]);
 - attention: timed from the scheduled batch (Note [vLLM attention timing]);
-- ``EngineArgs.create_engine_config``: torch.compile modes are refused with the flags to use.
+- ``EngineArgs.create_engine_config``: torch.compile modes are refused with the flags to use;
+  kernel JIT warm-up (ahead-of-time Triton compilation, start-up only) is switched off.
 
 Settings made before vLLM reads them (a value the user set always wins):
   VLLM_USE_V2_MODEL_RUNNER=0   model runner V2 computes its inputs and samples with Triton
@@ -60,6 +61,16 @@ def install(vllm: Any) -> None:
     import_hooks.on_import("vllm.model_executor.layers.attention.attention", attention.install_attention_op)
     import_hooks.on_import("vllm.v1.worker.gpu_worker", attention.track_batches)
     import_hooks.on_import("vllm.compilation.cuda_graph", attention.patch_graph_wrapper)
+    import_hooks.on_import("vllm.utils.torch_utils", _hashable_layer_names)
+
+
+def _hashable_layer_names(mod: Any) -> None:
+    """Layer names passed to vLLM's custom ops are hashable values: op-cache keys may hold them."""
+    from revati.shim import vtensor
+
+    layer_name = getattr(mod, "LayerName", None)
+    if layer_name is not None:
+        vtensor.HASHABLE_ARG_TYPES.add(layer_name)
 
 
 def refuse_compile_modes(mod: Any) -> None:
@@ -78,6 +89,11 @@ def refuse_compile_modes(mod: Any) -> None:
             raise UnsupportedEngine("vLLM", vllm.__version__,
                                     f"compilation mode {getattr(mode, 'name', mode)} needs torch.compile. "
                                     + COMPILE_HINT)
+        kernel = getattr(config, "kernel_config", None)
+        if getattr(kernel, "enable_jit_warmup", False):
+            # JIT warm-up compiles Triton kernels ahead of serving (start-up time only); there is
+            # no compiler target here, and launches are charged, not compiled.
+            kernel.enable_jit_warmup = False
         return config
 
     create_engine_config.__revati__ = True
