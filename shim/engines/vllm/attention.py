@@ -87,7 +87,7 @@ def _values(t: Any) -> list[int] | None:
     if is_virtual(t):
         v = value_of(t)
         return None if v is None else [int(x) for x in v.reshape(-1).tolist()]
-    if isinstance(t, torch.Tensor):
+    if isinstance(t, torch.Tensor) and t.device.type == "cpu":
         return [int(x) for x in t.reshape(-1).tolist()]
     return None
 
