@@ -189,6 +189,7 @@ class FuncInfo:
         self.ret_alias: list[tuple[str, Any, bool] | None] = []
         schema = func._schema
         sets: dict[str, tuple[str, Any, bool]] = {}
+        wildcard = None  # `Tensor(a -> *) self`: list returns (split, unbind, chunk) view it
         positional = 0
         for arg in schema.arguments:
             ref = ("k", arg.name) if arg.kwarg_only else ("a", positional)
@@ -198,10 +199,15 @@ class FuncInfo:
             if ai is not None:
                 for s in ai.before_set:
                     sets[s] = (ref[0], ref[1], ai.is_write)
+                if "*" in ai.after_set and wildcard is None:
+                    wildcard = (ref[0], ref[1], ai.is_write)
         for ret in schema.returns:
             ai = ret.alias_info
             if ai is None:
                 self.ret_alias.append(None)
+            elif not ai.before_set:
+                # `Tensor(a)[]`: the element alias is not exposed; the set is the wildcard arg's
+                self.ret_alias.append(wildcard)
             else:
                 self.ret_alias.append(next((sets[s] for s in ai.before_set if s in sets), None))
         base = self.name.split("::")[-1]

@@ -4,6 +4,8 @@
 each adapter runs when the program imports the library it adapts (revati.shim.import_hooks).
 
 - torch.cuda calls engines make beyond cuda_api (allocator backend, snapshot, ...): engines.cuda_extras;
+- on a CUDA build of torch without a driver, a stand-in libcuda.so.1 so CUDA extension modules
+  import (revati.shim.native.stub_libcuda);
 - ``torchvision`` built for a CUDA torch imports on the CPU build (engines.torchvision_compat);
 - ``pynvml``: NVML answers for the virtual GPUs (engines.nvml);
 - ``triton``: kernel launches are charged to the virtual stream instead of run (engines.triton_launch);
@@ -21,6 +23,24 @@ def install(rt) -> None:
 
     cuda_extras.install()
     torchvision_compat.install()
+    _driverless_cuda_extensions()
     import_hooks.on_import("pynvml", nvml.patch_module)
     import_hooks.on_import("triton", triton_launch.install)
     import_hooks.on_import("vllm", vllm_adapter.install)
+
+
+def _driverless_cuda_extensions() -> None:
+    import ctypes
+
+    import torch
+
+    if torch.version.cuda is None:
+        return  # CPU build: no extension links the driver (engines.vllm.oplib stands in for them)
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return   # a real driver library is installed (GPU box): leave it
+    except OSError:
+        pass
+    from revati.shim import native
+
+    native.stub_libcuda()
