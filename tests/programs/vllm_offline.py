@@ -101,6 +101,7 @@ def main() -> None:
         result["output_lens"] = [len(o.outputs[0].token_ids) for o in outs]
         result["prompt_lens"] = [len(o.prompt_token_ids) for o in outs]
         result["first_text"] = outs[0].outputs[0].text
+        result["first_ids"] = list(outs[0].outputs[0].token_ids)
     result["generate_virtual_s"] = time.perf_counter() - v0
     result["generate_wall_s"] = wall() - w0
     print("RESULT " + json.dumps(result), flush=True)

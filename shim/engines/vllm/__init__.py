@@ -14,10 +14,16 @@ registers what the CUDA path needs, each when vLLM imports the module concerned:
   kernel JIT warm-up (ahead-of-time Triton compilation, start-up only) is switched off.
 
 Settings made before vLLM reads them (a value the user set always wins):
-  VLLM_USE_V2_MODEL_RUNNER=0   model runner V2 computes its inputs and samples with Triton
-                               kernels, whose outputs have no values here (engines.triton_launch);
-                               V1 prepares inputs on the host, so lengths and positions are exact.
+  VLLM_USE_V2_MODEL_RUNNER=0   model runner V2 (0.32's default on a GPU) computes its inputs and
+                               samples with Triton kernels, whose outputs have no values here
+                               (engines.triton_launch); V1 prepares inputs on the host, so every
+                               value the host reads back is exact. V2 also runs (=1): output
+                               lengths and attention timing are right (they come from the
+                               scheduler), but sampled token ids read back as 0.
   VLLM_USE_FLASHINFER_SAMPLER=0  FlashInfer compiles its sampling kernels at run time with nvcc.
+
+Cross-process virtual time is the timekeeper's job (revati.shim.coord); until every process
+is coordinated, keep the engine in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) and TP=1.
 """
 
 from __future__ import annotations
