@@ -55,6 +55,14 @@ def test_cuda_generators_pinned_factories_and_device_context(adapters):
     assert adapters["torchvision_nms_defined"]
 
 
+def test_list_views_share_memory_and_views_of_buffers_work_under_inference_mode(adapters):
+    v = adapters["views"]
+    assert v["new_bytes"] == 0                      # unbind/split outputs are views, not copies
+    assert v["row_offsets"] == [0, 128, 256, 384]
+    assert v["split_offsets"] == [0, 32, 64]
+    assert v["rows_are_normal_tensors"]
+
+
 @pytest.mark.parametrize("version", ["0.32.0", "0.32.0+cpu"])
 def test_supported_vllm_versions_pass(version):
     check_version(version)

@@ -6,6 +6,7 @@ library defined on the CPU build of torch (shapes, time charged, host views, ali
 ``torch.Generator("cuda")``, pinned host factories and the torchvision import fix.
 Prints one JSON object; tests/test_engine_adapters.py checks it.
 """
+import gc
 import json
 import sys
 import types
@@ -95,6 +96,19 @@ pinned = [torch.empty(4, pin_memory=True), torch.zeros(4, pin_memory=True), torc
 out["pinned_ok"] = all(t.device.type == "cpu" for t in pinned)
 with torch.device("cuda"):
     out["device_context_factory"] = str(torch.empty(2).device)
+
+# -- shim behaviour vLLM relies on: list-returning views, views under inference_mode ----------------
+buf = torch.zeros(4, 16, dtype=torch.int64, device="cuda")   # a persistent buffer, made outside inference
+qkv = torch.empty(8, 96, device="cuda")
+gc.collect()
+before = torch.cuda.memory_allocated()
+with torch.inference_mode():
+    rows = list(buf[:, :8])                                   # Tensor.__iter__ -> unbind of a view
+    parts = qkv.split([32, 32, 32], dim=-1)
+out["views"] = {"new_bytes": torch.cuda.memory_allocated() - before,
+                "row_offsets": [r.data_ptr() - buf.data_ptr() for r in rows],
+                "split_offsets": [t.storage_offset() for t in parts],
+                "rows_are_normal_tensors": not any(r.is_inference() for r in rows)}
 
 # -- torchvision's meta registrations ----------------------------------------------------------------
 torchvision_compat._define_missing()
