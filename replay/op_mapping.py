@@ -194,6 +194,12 @@ def map_op(name: str, shapes: Sequence[Shape | None], dtypes: Sequence[str | Non
     if base in ("_C::silu_and_mul", "_C::gelu_and_mul", "_C::gelu_tanh_and_mul") and ts:
         rows, cols = _rows_cols(ts[0])  # ts[0] is the output [tokens, d]
         return _vocab("activation", dtype, tokens=rows, hidden=cols)
+    if base in ENGINE_ATTENTION and attrs.get("query_lens") is not None:
+        return _map_engine_attention(dtype, attrs)
+    if base in KV_CACHE_WRITES and len(ts) >= 2:
+        # key and value rows read, then written into their cache slots (the cache is not swept)
+        moved = (_numel(ts[0]) + _numel(ts[1])) * vocab.dtype_bytes(dtype)
+        return [GenericOp(2.0 * moved, 0.0, dtype, base)]
     if base in vocab.COLLECTIVES or base.startswith("c10d::") or base in (
             "all_reduce", "allreduce_", "_allgather_base_", "allgather_", "reduce_scatter_", "_reduce_scatter_base_"):
         return _map_collective(base, ts, dtypes, attrs)
@@ -204,6 +210,34 @@ def map_op(name: str, shapes: Sequence[Shape | None], dtypes: Sequence[str | Non
         rows, cols = _rows_cols(shape)
         return _vocab("elementwise", dtype, tokens=rows, hidden=cols)
     return _generic(base, shapes, dtypes, out_shapes)
+
+
+# Engine attention ops priced from the scheduled batch (attrs: query_lens, seq_lens per request,
+# num_heads, num_kv_heads, head_dim); without those attrs they fall back to the generic rule.
+ENGINE_ATTENTION = frozenset({"vllm::unified_attention_with_output", "vllm::unified_attention"})
+# Ops that write new keys/values into a paged KV cache: inputs 0 and 1 are the new rows.
+KV_CACHE_WRITES = frozenset({"_C_cache_ops::reshape_and_cache", "_C_cache_ops::reshape_and_cache_flash",
+                             "vllm::unified_kv_cache_update"})
+
+
+def _map_engine_attention(dtype: str, attrs: Mapping[str, Any]) -> list[MappedOp]:
+    """Decode rows (one new token) as one attn_decode; prefill rows grouped by (q, kv) lengths."""
+    q_lens = [int(q) for q in attrs["query_lens"]]
+    kv_lens = [int(k) for k in attrs["seq_lens"]]
+    heads = {"num_heads": int(attrs["num_heads"]), "num_kv_heads": int(attrs["num_kv_heads"]),
+             "head_dim": int(attrs["head_dim"])}
+    out: list[MappedOp] = []
+    decode_kv = [k for q, k in zip(q_lens, kv_lens) if q == 1]
+    if decode_kv:
+        mean_kv = max(int(round(sum(decode_kv) / len(decode_kv))), 1)
+        out += _vocab("attn_decode", dtype, batch_size=len(decode_kv), q_tokens=1, kv_len=mean_kv, **heads)
+    groups: dict[tuple[int, int], int] = {}
+    for q, k in zip(q_lens, kv_lens):
+        if q > 1:
+            groups[(q, max(k, q))] = groups.get((q, max(k, q)), 0) + 1
+    for (q, k), n in sorted(groups.items()):
+        out += _vocab("attn_prefill", dtype, batch_size=n, q_tokens=q, kv_len=k, **heads)
+    return out
 
 
 # Indexing ops touch only the rows they gather or scatter, never the whole indexed tensor (a

@@ -123,3 +123,13 @@ class TimekeeperLost(EmulationError):
         self.address = address
         self.reason = reason
         super().__init__(f"timekeeper at {address}: {reason}")
+
+
+class UnsupportedEngine(EmulationError):
+    """A serving engine (or a mode of it) that the shim cannot emulate faithfully."""
+
+    def __init__(self, engine: str, version: str, reason: str):
+        self.engine = engine
+        self.version = version
+        self.reason = reason
+        super().__init__(f"revati cannot emulate {engine} {version}: {reason}")

@@ -38,7 +38,7 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
 
     import torch
 
-    from revati.shim import collectives, cuda_api, native, vtensor, wholeops
+    from revati.shim import collectives, cuda_api, engines, native, vtensor, wholeops
 
     guard = native.cuda_guard()
     guard.revati_install_cuda_guard(cfg.num_gpus)
@@ -52,6 +52,7 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
     vtime.THREAD_START_HOOKS.append(lambda: torch._C._set_only_lift_cpu_tensors(True))
     torch.__future__.set_swap_module_params_on_conversion(True)
     vtime.install(rt, coordinator)
+    engines.install(rt)  # serving-engine adapters, applied when the program imports them
     _ACTIVE["runtime"] = rt
     atexit.register(_at_exit)
     return rt

@@ -540,7 +540,32 @@ def _install_accelerator(rt: Runtime, n: int) -> None:
         acc.device_index = _device_index
 
 
+# Host tensor factories that accept pin_memory=True (a CPU build has no pinned allocator).
+PINNABLE_FACTORIES = ("empty", "zeros", "ones", "full", "tensor", "as_tensor", "arange", "empty_strided",
+                      "rand", "randn", "randint", "empty_like", "zeros_like", "ones_like", "full_like")
+
+
+def _unpinned(fn):
+    def factory(*args, **kwargs):
+        if kwargs.get("pin_memory"):
+            kwargs["pin_memory"] = False
+        return fn(*args, **kwargs)
+    factory.__name__ = getattr(fn, "__name__", "factory")
+    factory.__doc__ = getattr(fn, "__doc__", None)
+    factory.__wrapped__ = fn
+    return factory
+
+
 def _install_tensor_methods() -> None:
     # Pinned host memory needs a driver; pageable host tensors behave the same for emulation.
     torch.Tensor.pin_memory = lambda self, device=None: self  # type: ignore[assignment]
     torch.Tensor.is_pinned = lambda self, device=None: False  # type: ignore[assignment]
+    # torch.device("cuda") as a context manager recognises factories by identity: let it
+    # remember the real ones before they are wrapped.
+    from torch.utils._device import _device_constructors
+
+    _device_constructors()
+    for name in PINNABLE_FACTORIES:
+        fn = getattr(torch, name, None)
+        if fn is not None and not hasattr(fn, "__wrapped__"):
+            setattr(torch, name, _unpinned(fn))

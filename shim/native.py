@@ -1,6 +1,8 @@
 """Native helpers, built on first use with the system compiler into a cache under REVATI_HOME.
 
 - ``cuda_guard()``: the fake CUDA device guard for CPU builds of torch (native/fake_cuda_guard.cpp).
+- ``stub_libcuda()``: a libcuda.so.1 whose calls report "no device", for CUDA builds of
+  extensions on machines without a driver (native/stub_libcuda.c).
 
 A build is keyed by the source, the torch version and the compiler, so upgrading either builds
 afresh; concurrent first uses (several emulated processes starting at once) build once under a
@@ -80,4 +82,21 @@ def cuda_guard() -> ctypes.CDLL:
         lib.revati_current_device.restype = ctypes.c_int
         lib.revati_set_current_device.argtypes = [ctypes.c_int]
         _loaded["cuda_guard"] = lib
+    return lib
+
+
+def stub_libcuda_library() -> Path:
+    """Build native/stub_libcuda.c as a library whose soname is libcuda.so.1."""
+    cc = _compiler("c")
+    source = _SRC_DIR / "stub_libcuda.c"
+    command = [cc, "-O2", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", str(source), "-o", "{out}"]
+    return _build("revati_stub_libcuda", source, command, [cc])
+
+
+def stub_libcuda() -> ctypes.CDLL:
+    """Load the stand-in libcuda.so.1 globally, so CUDA-build extension modules can be imported."""
+    lib = _loaded.get("stub_libcuda")
+    if lib is None:
+        lib = ctypes.CDLL(str(stub_libcuda_library()), mode=ctypes.RTLD_GLOBAL)
+        _loaded["stub_libcuda"] = lib
     return lib

@@ -189,6 +189,7 @@ class FuncInfo:
         self.ret_alias: list[tuple[str, Any, bool] | None] = []
         schema = func._schema
         sets: dict[str, tuple[str, Any, bool]] = {}
+        wildcard = None  # `Tensor(a -> *) self`: list returns (split, unbind, chunk) view it
         positional = 0
         for arg in schema.arguments:
             ref = ("k", arg.name) if arg.kwarg_only else ("a", positional)
@@ -198,10 +199,15 @@ class FuncInfo:
             if ai is not None:
                 for s in ai.before_set:
                     sets[s] = (ref[0], ref[1], ai.is_write)
+                if "*" in ai.after_set and wildcard is None:
+                    wildcard = (ref[0], ref[1], ai.is_write)
         for ret in schema.returns:
             ai = ret.alias_info
             if ai is None:
                 self.ret_alias.append(None)
+            elif not ai.before_set:
+                # `Tensor(a)[]`: the element alias is not exposed; the set is the wildcard arg's
+                self.ret_alias.append(wildcard)
             else:
                 self.ret_alias.append(next((sets[s] for s in ai.before_set if s in sets), None))
         base = self.name.split("::")[-1]
@@ -287,7 +293,16 @@ def _sig_into(x, vts: list) -> Any:
     if isinstance(x, (int, float, bool, str, torch.dtype, torch.device, torch.memory_format,
                       torch.layout, type(None))):
         return x
+    if type(x) in HASHABLE_ARG_TYPES:
+        return x
+    if isinstance(x, torch.Generator):
+        return "generator"  # output metadata and cost do not depend on the generator's state
     raise _Unhashable(type(x).__name__)
+
+
+# Argument types (beyond scalars) that can be part of an op-cache key as they are: hashable
+# value types engines pass to their custom ops (vLLM's LayerName); adapters add theirs.
+HASHABLE_ARG_TYPES: set = set()
 
 
 def _meta_of(x):
@@ -299,6 +314,8 @@ def _meta_of(x):
         return x.to(META) if x.device.type != "meta" else x
     if isinstance(x, torch.device) and x.type == "cuda":
         return META
+    if isinstance(x, torch.Generator):
+        return None  # shapes do not depend on it, and meta kernels (refs) reject one
     return x
 
 
@@ -463,10 +480,10 @@ def _materialize(spec, args, kwargs, dev: int):
     if mode == VIEW:
         _, shape, stride, offset, dtype, ref = spec
         base = _ref(args, kwargs, ref)
-        if _is_inference_mode() and not base.is_inference():
-            # A view of a normal tensor is a normal tensor, also under inference_mode (it
-            # shares the base's version counter, which an inference tensor cannot have).
-            with _no_inference_mode():
+        if _inference_mode() and not base.is_inference():
+            # A view of a normal tensor is a normal tensor even under inference_mode: autograd
+            # shares the base's version counter with it, which an inference tensor cannot take.
+            with torch.inference_mode(False):
                 return new_vtensor(shape, stride, offset, dtype, base._dev, base._st)
         return new_vtensor(shape, stride, offset, dtype, base._dev, base._st)
     _, shape, stride, offset, dtype, ref, changed = spec
@@ -476,11 +493,7 @@ def _materialize(spec, args, kwargs, dev: int):
     return t
 
 
-_is_inference_mode = torch.is_inference_mode_enabled
-
-
-def _no_inference_mode():
-    return torch.inference_mode(False)
+_inference_mode = torch.is_inference_mode_enabled
 
 
 def _set_metadata(t: VTensor, shape, stride, offset: int, dtype) -> None:
@@ -805,3 +818,25 @@ def value_of(t: VTensor) -> torch.Tensor | None:
 
 
 _ = weakref  # storages are freed by refcount (VStorage.__del__); kept for debugging hooks
+
+
+def register_special(func, handler) -> None:
+    """Handle ``func`` on virtual tensors with ``handler(func, args, kwargs)`` instead of its Meta kernel.
+
+    For ops whose cost or result depends on more than input shapes (engine attention timed
+    from the scheduled batch, aliasing ops whose schema does not say so). The handler's CPU
+    time is excluded from the host clock like the shim's own (Note [Virtual host clock]).
+    """
+    def guarded(f, args, kwargs):
+        rt = _runtime_mod._RUNTIME
+        depth = getattr(_TLS, "depth", 0)
+        cpu0 = cpu_ns()
+        _TLS.depth = depth + 1
+        try:
+            rt.stats.ops += 1
+            return handler(f, args, kwargs)
+        finally:
+            _TLS.depth = depth
+            if depth == 0:
+                rt.clock.exclude(cpu_ns() - cpu0)
+    _SPECIAL[func] = guarded

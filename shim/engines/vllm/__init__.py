@@ -1,0 +1,107 @@
+"""vLLM on the virtual GPUs: its CUDA code path, unmodified, with no GPU and no CUDA build of torch.
+
+``install(vllm_module)`` runs when the program imports ``vllm`` (engines.install registers it).
+It refuses versions it was not built for (UnsupportedEngine, raised from ``import vllm``), then
+registers what the CUDA path needs, each when vLLM imports the module concerned:
+
+- ``vllm.platforms``: CudaPlatform is the platform (detection through NVML would find no GPU, and
+  the CPU wheel reports itself as a CPU build);
+- ``vllm.third_party.pynvml``: NVML answers for the virtual GPUs (engines.nvml);
+- ``vllm._C_stable_libtorch`` and FlashAttention's extensions: defined by engines.vllm.oplib when
+  the installed wheel lacks them (Note [vLLM CUDA ops on a CPU build]);
+- attention: timed from the scheduled batch (Note [vLLM attention timing]);
+- ``EngineArgs.create_engine_config``: torch.compile modes are refused with the flags to use;
+  kernel JIT warm-up (ahead-of-time Triton compilation, start-up only) is switched off.
+
+Settings made before vLLM reads them (a value the user set always wins):
+  VLLM_USE_V2_MODEL_RUNNER=0   model runner V2 (0.32's default on a GPU) computes its inputs and
+                               samples with Triton kernels, whose outputs have no values here
+                               (engines.triton_launch); V1 prepares inputs on the host, so every
+                               value the host reads back is exact. V2 also runs (=1): output
+                               lengths and attention timing are right (they come from the
+                               scheduler), but sampled token ids read back as 0.
+  VLLM_USE_FLASHINFER_SAMPLER=0  FlashInfer compiles its sampling kernels at run time with nvcc.
+
+Cross-process virtual time is the timekeeper's job (revati.shim.coord); until every process
+is coordinated, keep the engine in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) and TP=1.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from revati.errors import UnsupportedEngine
+
+SUPPORTED_VERSIONS = ("0.32.0",)
+ENV_DEFAULTS = {
+    "VLLM_USE_V2_MODEL_RUNNER": "0",
+    "VLLM_USE_FLASHINFER_SAMPLER": "0",
+}
+COMPILE_HINT = ("torch.compile is not emulated; run eagerly with enforce_eager=True (--enforce-eager, or -O0), "
+                "or with full CUDA graphs for decode and no compilation: "
+                "compilation_config={'mode': 0, 'cudagraph_mode': 'FULL_DECODE_ONLY'}")
+
+
+def check_version(version: str) -> None:
+    base = version.split("+", 1)[0]
+    if base not in SUPPORTED_VERSIONS:
+        raise UnsupportedEngine("vLLM", version,
+                                f"supported versions are {', '.join(SUPPORTED_VERSIONS)} "
+                                "(see README: pip install \"revati[vllm]\")")
+
+
+def install(vllm: Any) -> None:
+    from revati.shim import import_hooks
+    from revati.shim.engines import nvml
+    from revati.shim.engines.vllm import attention, oplib, platform
+
+    check_version(str(getattr(vllm, "__version__", "unknown")))
+    for name, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    oplib.install_finder()
+    platform.install_distribution_alias()
+    import_hooks.on_import("vllm.platforms", platform.use_cuda_platform)
+    import_hooks.on_import("vllm.third_party.pynvml", nvml.patch_module)
+    import_hooks.on_import("vllm.engine.arg_utils", refuse_compile_modes)
+    import_hooks.on_import("vllm.model_executor.layers.attention.attention", attention.install_attention_op)
+    import_hooks.on_import("vllm.v1.worker.gpu_worker", attention.track_batches)
+    import_hooks.on_import("vllm.compilation.cuda_graph", attention.patch_graph_wrapper)
+    import_hooks.on_import("vllm.utils.torch_utils", _hashable_layer_names)
+
+
+def _hashable_layer_names(mod: Any) -> None:
+    """Layer names passed to vLLM's custom ops are hashable values: op-cache keys may hold them."""
+    from revati.shim import vtensor
+
+    layer_name = getattr(mod, "LayerName", None)
+    if layer_name is not None:
+        vtensor.HASHABLE_ARG_TYPES.add(layer_name)
+
+
+def refuse_compile_modes(mod: Any) -> None:
+    """Wrap EngineArgs.create_engine_config: a config that would torch.compile is refused."""
+    cls = mod.EngineArgs
+    real = cls.create_engine_config
+    if getattr(real, "__revati__", False):
+        return
+
+    def create_engine_config(self, *args, **kwargs):
+        config = real(self, *args, **kwargs)
+        mode = getattr(config.compilation_config, "mode", 0)
+        if mode is not None and int(mode) != 0:
+            import vllm
+
+            raise UnsupportedEngine("vLLM", vllm.__version__,
+                                    f"compilation mode {getattr(mode, 'name', mode)} needs torch.compile. "
+                                    + COMPILE_HINT)
+        kernel = getattr(config, "kernel_config", None)
+        if getattr(kernel, "enable_jit_warmup", False):
+            # JIT warm-up compiles Triton kernels ahead of serving (start-up time only); there is
+            # no compiler target here, and launches are charged, not compiled.
+            kernel.enable_jit_warmup = False
+        return config
+
+    create_engine_config.__revati__ = True
+    create_engine_config.__wrapped__ = real
+    cls.create_engine_config = create_engine_config

@@ -1,0 +1,187 @@
+"""Real vLLM (0.32, its CUDA code path) under `revati emulate`, offline, TP=1, engine in-process.
+
+Needs the vLLM environment: set REVATI_VLLM_PYTHON to its interpreter, or build it with
+scripts/install_vllm_env.sh (default .venv-vllm). Each run starts a fresh emulated process
+(~10-20 s), so runs are shared per module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from revati import gpus
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+PROGRAM = REPO / "tests" / "programs" / "vllm_offline.py"
+KV_LINE = re.compile(r"GPU KV cache size: ([\d,]+) tokens")
+
+
+def _vllm_python() -> str | None:
+    env = os.environ.get("REVATI_VLLM_PYTHON")
+    candidate = Path(env) if env else REPO / ".venv-vllm" / "bin" / "python"
+    return str(candidate) if candidate.is_file() else None
+
+
+VLLM_PYTHON = _vllm_python()
+if VLLM_PYTHON is None:
+    pytest.skip("the vLLM environment is not installed: run scripts/install_vllm_env.sh "
+                "or set REVATI_VLLM_PYTHON to its python", allow_module_level=True)
+
+
+def _check_environment() -> None:
+    probe = ("import importlib.util, importlib.metadata as md, revati, sys; "
+             "assert importlib.util.find_spec('vllm'), 'vllm is not installed'; "
+             "print(revati.__file__)")
+    proc = subprocess.run([VLLM_PYTHON, "-c", probe], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.skip(f"{VLLM_PYTHON} cannot run the vLLM tests: {proc.stderr.strip().splitlines()[-1:]}",
+                    allow_module_level=True)
+    if Path(proc.stdout.strip()).resolve().parent.parent != REPO:
+        pytest.skip(f"{VLLM_PYTHON} imports revati from {proc.stdout.strip()}, not this checkout "
+                    "(pip install --no-deps -e . in that environment)", allow_module_level=True)
+
+
+_check_environment()
+
+
+def _model_dir(tmp_root: Path, name: str, **overrides) -> Path:
+    from revati.models_zoo import write_model_dir
+
+    suffix = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+    dest = tmp_root / (f"{name}-{suffix}" if suffix else name)
+    return dest if (dest / "config.json").is_file() else write_model_dir(name, dest, **overrides)
+
+
+class Run:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.returncode = proc.returncode
+        self.log = proc.stdout + proc.stderr
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        self.result = json.loads(lines[-1][len("RESULT "):]) if lines else None
+        kv = KV_LINE.findall(self.log)
+        self.logged_kv_tokens = int(kv[-1].replace(",", "")) if kv else None
+
+
+def emulate(model: Path, gpu: str, *args: str, host_cpu: bool = True, timeout: int = 600) -> Run:
+    cmd = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", gpu]
+    if not host_cpu:
+        cmd.append("--no-host-cpu")
+    cmd += ["--", VLLM_PYTHON, str(PROGRAM), str(model), *args]
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}
+    return Run(subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO))
+
+
+def _ok(run: Run) -> dict:
+    assert run.returncode == 0 and run.result is not None, run.log[-6000:]
+    return run.result
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"tiny": _model_dir(root, "tiny-llama"),
+            # Llama-2-7B's widths, 2 layers: GPU-bound steps, quick to emulate
+            "wide": _model_dir(root, "llama-2-7b", num_hidden_layers=2)}
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(models):
+    return {gpu: emulate(models["tiny"], gpu, "--batch", "3", "--input-len", "20", "--output-len", "12")
+            for gpu in ("h100_sxm", "a100_sxm_40gb")}
+
+
+def test_offline_generate_gives_exactly_max_tokens_on_the_cuda_path(tiny_runs):
+    run = tiny_runs["h100_sxm"]
+    r = _ok(run)
+    assert r["output_lens"] == [12, 12, 12]
+    assert r["prompt_lens"] == [20, 20, 20]
+    assert r["first_text"].strip()  # sampled ids decode to words
+    # vLLM chose its CUDA platform and Hopper's attention, as on a real H100
+    assert "Using FlashAttention version 3" in run.log
+    assert "Using FLASH_ATTN attention backend" in run.log
+
+
+def test_kv_cache_capacity_follows_gpu_memory(tiny_runs):
+    h, a = _ok(tiny_runs["h100_sxm"]), _ok(tiny_runs["a100_sxm_40gb"])
+    # vLLM's own log line agrees with the engine's cache config
+    assert tiny_runs["h100_sxm"].logged_kv_tokens == h["kv_cache_tokens"]
+    assert tiny_runs["a100_sxm_40gb"].logged_kv_tokens == a["kv_cache_tokens"]
+    ratio = h["kv_cache_tokens"] / a["kv_cache_tokens"]
+    mem_ratio = gpus.get("h100_sxm").memory_bytes / gpus.get("a100_sxm_40gb").memory_bytes
+    assert 0.9 * mem_ratio < ratio < 1.15 * mem_ratio, (ratio, mem_ratio)
+    assert "Using FlashAttention version 2" in tiny_runs["a100_sxm_40gb"].log  # Ampere: FA2
+
+
+@pytest.fixture(scope="module")
+def wide_runs(models):
+    args = ("--batch", "8", "--input-len", "256", "--output-len", "16", "--max-model-len", "1024")
+    return {gpu: emulate(models["wide"], gpu, *args, host_cpu=False) for gpu in ("h100_sxm", "a100_sxm_80gb")}
+
+
+def test_a100_is_slower_than_h100_for_the_same_run(wide_runs):
+    h, a = _ok(wide_runs["h100_sxm"]), _ok(wide_runs["a100_sxm_80gb"])
+    assert h["output_lens"] == a["output_lens"] == [16] * 8
+    # memory- and compute-bound kernels: A100 has ~0.6x H100's bandwidth, ~0.3x its bf16 FLOP/s
+    assert a["generate_virtual_s"] > 1.3 * h["generate_virtual_s"], (a["generate_virtual_s"], h["generate_virtual_s"])
+
+
+def test_weights_are_accounted_in_gpu_memory(wide_runs):
+    run = wide_runs["h100_sxm"]
+    m = re.search(r"Model loading took ([\d.]+) GiB memory", run.log)
+    assert m, run.log[-3000:]
+    # 2 layers of Llama-2-7B plus embeddings and LM head, fp16: ~1.1 GiB
+    per_layer = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096
+    params = 2 * per_layer + 2 * 32000 * 4096 + 4096
+    assert abs(float(m.group(1)) - params * 2 / 2**30) < 0.02
+
+
+def _decode_median_ms(result: dict) -> float:
+    dec = sorted(s["virtual_ms"] for s in result["steps"][2:-1])
+    return dec[len(dec) // 2]
+
+
+@pytest.mark.parametrize("model,expect", [
+    # launch-bound: one graph launch replaces the forward's kernel launches (sampling stays eager)
+    ("tiny", lambda graph, eager: graph < 0.85 * eager),
+    # GPU-bound: the GPU work (attention charged after each replay for the batch replayed) stays
+    ("wide", lambda graph, eager: 0.9 * eager < graph < 1.1 * eager),
+])
+def test_full_decode_cuda_graphs_capture_and_replay(models, model, expect):
+    args = ("--batch", "4", "--output-len", "10", "--steps")
+    eager = _ok(emulate(models[model], "h100_sxm", *args, host_cpu=False))
+    run = emulate(models[model], "h100_sxm", *args, "--graphs", host_cpu=False)
+    graphs = _ok(run)
+    assert graphs["output_lens"] == eager["output_lens"] == [10] * 4
+    assert "Capturing CUDA graphs (decode, FULL)" in run.log
+    g, e = _decode_median_ms(graphs), _decode_median_ms(eager)
+    assert expect(g, e), (g, e)
+
+
+def test_chunked_prefill_spreads_long_prompts_over_steps(models):
+    r = _ok(emulate(models["tiny"], "h100_sxm", "--batch", "4", "--input-len", "100", "--output-len", "6",
+                    "--max-num-batched-tokens", "64", "--steps", host_cpu=False))
+    assert r["output_lens"] == [6] * 4
+    # 400 prompt tokens at most 64 per step: at least 7 steps before the last first token
+    assert len(r["steps"]) >= 7 + 5
+
+
+def test_prefix_caching_shortens_prefill_of_shared_prompts(models):
+    args = ("--batch", "4", "--input-len", "512", "--shared-prefix", "448", "--max-model-len", "1024",
+            "--steps", "--stagger")
+    on = _ok(emulate(models["wide"], "h100_sxm", *args, host_cpu=False))
+    off = _ok(emulate(models["wide"], "h100_sxm", *args, "--no-prefix-caching", host_cpu=False))
+    assert on["output_lens"] == off["output_lens"] == [8] * 4
+    assert on["generate_virtual_s"] < 0.95 * off["generate_virtual_s"]
+
+
+def test_torch_compile_is_refused_with_the_flag_to_use(models):
+    run = emulate(models["tiny"], "h100_sxm", "--compile")
+    assert run.returncode != 0
+    assert "UnsupportedEngine" in run.log and "enforce_eager=True" in run.log
