@@ -168,8 +168,7 @@ class Waits:
         # thread_finished sets the flag before it wakes the joiners it sees: a joiner that
         # registered too late to be seen sees the flag here instead.
         if thread.__dict__.get("_revati_done"):
-            self.coord.end_wait(token)
-            _release(lock)
+            _release(lock)  # the wait ends below, like any other
         try:
             lock.acquire()
         finally:

@@ -148,8 +148,9 @@ def _decode_median_ms(result: dict) -> float:
 
 
 @pytest.mark.parametrize("model,expect", [
-    # launch-bound: one graph launch replaces the forward's kernel launches (sampling stays eager)
-    ("tiny", lambda graph, eager: graph < 0.85 * eager),
+    # launch-bound: one graph launch replaces the forward's kernel launches (sampling stays eager;
+    # the engine loop's modelled zero-timeout polls are paid by both)
+    ("tiny", lambda graph, eager: graph < 0.9 * eager),
     # GPU-bound: the GPU work (attention charged after each replay for the batch replayed) stays
     ("wide", lambda graph, eager: 0.9 * eager < graph < 1.1 * eager),
 ])
