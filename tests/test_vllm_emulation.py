@@ -16,7 +16,9 @@ import pytest
 
 from revati import gpus
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+# The first four tests (tiny and wide model, H100 and A100) are CI's real-vLLM check; the
+# execution-mode tests are slow.
+pytestmark = [pytest.mark.vllm]
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAM = REPO / "tests" / "programs" / "vllm_offline.py"
@@ -147,6 +149,7 @@ def _decode_median_ms(result: dict) -> float:
     return dec[len(dec) // 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,expect", [
     # launch-bound: one graph launch replaces the forward's kernel launches (sampling stays eager;
     # the engine loop's modelled zero-timeout polls are paid by both)
@@ -165,6 +168,7 @@ def test_full_decode_cuda_graphs_capture_and_replay(models, model, expect):
     assert expect(g, e), (g, e)
 
 
+@pytest.mark.slow
 def test_chunked_prefill_spreads_long_prompts_over_steps(models):
     r = _ok(emulate(models["tiny"], "h100_sxm", "--batch", "4", "--input-len", "100", "--output-len", "6",
                     "--max-num-batched-tokens", "64", "--steps", host_cpu=False))
@@ -173,6 +177,7 @@ def test_chunked_prefill_spreads_long_prompts_over_steps(models):
     assert len(r["steps"]) >= 7 + 5
 
 
+@pytest.mark.slow
 def test_prefix_caching_shortens_prefill_of_shared_prompts(models):
     args = ("--batch", "4", "--input-len", "512", "--shared-prefix", "448", "--max-model-len", "1024",
             "--steps", "--stagger")
@@ -182,6 +187,7 @@ def test_prefix_caching_shortens_prefill_of_shared_prompts(models):
     assert on["generate_virtual_s"] < 0.95 * off["generate_virtual_s"]
 
 
+@pytest.mark.slow
 def test_torch_compile_is_refused_with_the_flag_to_use(models):
     run = emulate(models["tiny"], "h100_sxm", "--compile")
     assert run.returncode != 0
