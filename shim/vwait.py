@@ -18,6 +18,36 @@ from typing import Any, Callable
 
 _REAL_SELECT = _select.select
 _allocate_lock = _thread.allocate_lock
+_real_monotonic = __import__("time").monotonic
+_real_sleep = __import__("time").sleep
+
+
+class _Settling:
+    """The coordinator, with the settle delay (Waits.settle) applied before any wait begins."""
+
+    def __init__(self, coordinator, waits: "Waits"):
+        self._coord = coordinator
+        self._waits = waits
+
+    def _settle(self) -> None:
+        left = self._waits.settle_until - _real_monotonic()
+        if left > 0:
+            _real_sleep(left)
+
+    def sleep_until(self, deadline_ns, label="sleep"):
+        self._settle()
+        return self._coord.sleep_until(deadline_ns, label)
+
+    def wait_io(self, rfds, wfds, deadline_ns, label=""):
+        self._settle()
+        return self._coord.wait_io(rfds, wfds, deadline_ns, label)
+
+    def begin_wait(self, deadline_ns, io_check=None, on_wake=None, label=""):
+        self._settle()
+        return self._coord.begin_wait(deadline_ns, io_check, on_wake, label)
+
+    def __getattr__(self, name):
+        return getattr(self._coord, name)
 
 
 # A zero-timeout poll is a syscall: it takes real time on any machine. When the host's own CPU
@@ -31,12 +61,19 @@ class Waits:
 
     def __init__(self, clock, coordinator):
         self.clock = clock
-        self.coord = coordinator
+        self.coord = _Settling(coordinator, self)
+        self.settle_until = 0.0  # real monotonic time; see settle()
         self._tls = threading.local()
         self._state_lock = _allocate_lock()
         self.waits = 0
 
     # -- helpers ------------------------------------------------------------------------------
+    def settle(self, real_s: float) -> None:
+        """Messages just sent through a channel that delivers asynchronously (libzmq's I/O
+        threads) may still be in flight: before this process reports itself blocked, give them
+        ``real_s`` of real time to land, so the timekeeper's probe of the receiver sees them."""
+        self.settle_until = max(self.settle_until, _real_monotonic() + real_s)
+
     def polled(self) -> None:
         if not self.clock.count_host_cpu:
             self.clock.charge(POLL_COST_NS)
@@ -47,12 +84,11 @@ class Waits:
         return self.clock.now() + max(int(timeout_s * 1e9), 0)
 
     def _after_wake(self, granted: int | None) -> None:
+        # Woken by its deadline: the clock jumps there. Woken by data or by another thread: the
+        # data's stamp moves the clock (Note [Causal stamps on channels]); the global virtual
+        # time is no bound for it -- it is some other process's granted deadline.
         if granted is not None:
             self.clock.advance_to(granted)
-        else:
-            gvt = self.coord.gvt_ns()
-            if gvt > self.clock.now():
-                self.clock.advance_to(gvt)
 
     # -- a pure timer wait (time.sleep) ----------------------------------------------------------
     def sleep_until(self, deadline_ns: int) -> None:

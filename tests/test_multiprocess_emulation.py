@@ -83,3 +83,17 @@ def test_a_deadlock_is_reported_and_stops_the_emulation():
     assert time.monotonic() - t0 < 60
     time.sleep(0.5)
     assert not _python_pids_running("crash_and_deadlock.py deadlock")
+
+
+def test_zeromq_waits_are_virtual_and_messages_causal(tmp_path):
+    pytest.importorskip("zmq", reason="needs pyzmq")
+    proc = _emulate("-q", "--no-host-cpu", "--", sys.executable, "zmq_pingpong.py", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rounds = json.loads(proc.stdout.strip().splitlines()[-1])["rounds"]
+    assert [r["tag"] for r in rounds] == ["0", "1", "2"]
+    for r in rounds:
+        # the server answers 0.5 s (virtual) after the request; the client's 0.2 s polls time out
+        # twice meanwhile and it sees the answer no earlier than it was sent
+        assert r["server_sent"] - r["send"] == pytest.approx(0.5, abs=1e-4)
+        assert r["empty_polls"] == 2
+        assert r["server_sent"] <= r["received"] < r["server_sent"] + 1e-3

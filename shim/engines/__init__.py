@@ -9,6 +9,7 @@ each adapter runs when the program imports the library it adapts (revati.shim.im
 - ``torchvision`` built for a CUDA torch imports on the CPU build (engines.torchvision_compat);
 - ``pynvml``: NVML answers for the virtual GPUs (engines.nvml);
 - ``triton``: kernel launches are charged to the virtual stream instead of run (engines.triton_launch);
+- ``zmq``: virtual waits on ZeroMQ sockets and causal stamps on their messages (engines.zmq_adapter);
 - ``vllm``: the CUDA platform, vLLM's CUDA op library on CPU builds, attention timed from the
   scheduled batch, refusal of unsupported versions and torch.compile modes (engines.vllm).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 def install(rt) -> None:
     from revati.shim import import_hooks
-    from revati.shim.engines import cuda_extras, nvml, torchvision_compat, triton_launch
+    from revati.shim.engines import cuda_extras, nvml, torchvision_compat, triton_launch, zmq_adapter
     from revati.shim.engines import vllm as vllm_adapter
 
     cuda_extras.install()
@@ -26,6 +27,7 @@ def install(rt) -> None:
     _driverless_cuda_extensions()
     import_hooks.on_import("pynvml", nvml.patch_module)
     import_hooks.on_import("triton", triton_launch.install)
+    import_hooks.on_import("zmq", zmq_adapter.install)
     import_hooks.on_import("vllm", vllm_adapter.install)
 
 

@@ -1,0 +1,157 @@
+"""ZeroMQ between emulated processes: virtual waits and causal stamps.
+
+Serving engines talk over ZeroMQ (vLLM: the frontend and the engine core over ``ipc://``
+sockets, workers through notification sockets). libzmq blocks inside C, outside revati's
+clocks, so:
+
+- a blocking receive, ``Socket.poll``, ``Poller.poll`` and ``zmq.select`` first check readiness
+  without blocking (``zmq_poll`` with a zero timeout) and otherwise wait virtually on the
+  sockets' ``ZMQ_FD`` descriptors through the coordinator, with the timeout (``RCVTIMEO`` or
+  the poll's) as a virtual deadline -- idle sockets cost no wall time;
+- every message carries its sender's virtual send time in-band (Note [Causal stamps on
+  channels]): 12 bytes (a marker and the int64 time) before the first frame; the receiver strips
+  them and its clock jumps to at least that time. A message without the marker (a peer outside
+  the emulation) passes unchanged.
+
+``zmq.asyncio`` sockets read through the same methods of their shadow socket, and wait in the
+asyncio loop's selector, which is virtual already.
+"""
+
+from __future__ import annotations
+
+import struct
+import weakref
+from typing import Any
+
+_MARK = b"\xffRVT"
+_STAMP = struct.Struct("<4sq")
+_PREFIX = _STAMP.size
+_STATE: "weakref.WeakKeyDictionary[Any, list[bool]]" = weakref.WeakKeyDictionary()
+# Real time a sender gives libzmq's I/O threads to deliver before it may report itself blocked
+# (Waits.settle): the timekeeper's probe of the receiver must see the message.
+SETTLE_S = 0.0005
+RECONNECT_IVL_MS = 1
+
+
+def _state(sock) -> list[bool]:
+    """[at the start of an outgoing message, at the start of an incoming message]"""
+    st = _STATE.get(sock)
+    if st is None:
+        st = _STATE[sock] = [True, True]
+    return st
+
+
+def install(zmq) -> None:
+    from revati.shim import runtime, vtime
+
+    waits = vtime._STATE.get("waits")
+    if waits is None or getattr(zmq, "_revati_adapted", False):
+        return
+    zmq._revati_adapted = True
+    clock = runtime.get().clock
+    Socket = zmq.sugar.socket.Socket
+    Frame = zmq.Frame
+    SNDMORE, NOBLOCK, POLLIN, POLLOUT = zmq.SNDMORE, zmq.NOBLOCK, zmq.POLLIN, zmq.POLLOUT
+    real_send, real_recv = Socket.send, Socket.recv
+    real_zmq_poll = zmq.zmq_poll
+
+    def _fd_of(item) -> int:
+        if isinstance(item, Socket):
+            return item.getsockopt(zmq.FD)
+        return item if isinstance(item, int) else item.fileno()
+
+    def _virtual_poll(items: list[tuple[Any, int]], timeout_ms: float | None) -> list[tuple[Any, int]]:
+        """zmq_poll semantics (timeout in ms, None or <0 = forever) on the virtual clock."""
+        ready = real_zmq_poll(items, 0)
+        if ready or (timeout_ms is not None and 0 <= timeout_ms <= 0):
+            waits.polled()
+            return ready
+        deadline = None if timeout_ms is None or timeout_ms < 0 else waits.deadline(timeout_ms / 1000.0)
+        rfds = [_fd_of(s) for s, ev in items if isinstance(s, Socket) or ev & POLLIN]
+        wfds = [_fd_of(s) for s, ev in items if not isinstance(s, Socket) and ev & POLLOUT]
+        while True:
+            res = waits.coord.wait_io(rfds, wfds, deadline, "zmq")
+            waits._after_wake(res.granted_ns)
+            ready = real_zmq_poll(items, 0)
+            if ready or res.granted_ns is not None:
+                return ready
+
+    def send(self, data, flags=0, copy=True, track=False, routing_id=None, group=None):
+        waits.settle(SETTLE_S)
+        st = _state(self)
+        if st[0]:
+            raw = data.bytes if isinstance(data, Frame) else (
+                data.encode() if isinstance(data, str) else bytes(data))
+            data = _STAMP.pack(_MARK, clock.now()) + raw
+        st[0] = not (flags & SNDMORE)
+        kwargs = {}
+        if routing_id is not None:
+            kwargs["routing_id"] = routing_id
+        if group is not None:
+            kwargs["group"] = group
+        return real_send(self, data, flags, copy=copy, track=track, **kwargs)
+
+    def recv(self, flags=0, copy=True, track=False):
+        if not flags & NOBLOCK:
+            timeout = self.getsockopt(zmq.RCVTIMEO)
+            if not _virtual_poll([(self, POLLIN)], None if timeout < 0 else timeout):
+                raise zmq.Again()
+            flags |= NOBLOCK
+        msg = real_recv(self, flags, copy=copy, track=track)
+        st = _state(self)
+        if st[1]:
+            raw = msg.buffer if isinstance(msg, Frame) else msg
+            if len(raw) >= _PREFIX and bytes(raw[:4]) == _MARK:
+                stamp = _STAMP.unpack_from(raw, 0)[1]
+                if stamp > clock.now():
+                    clock.advance_to(stamp)
+                if isinstance(msg, Frame):
+                    more = msg.more
+                    msg = Frame(bytes(raw[_PREFIX:]))
+                    st[1] = not more
+                    return msg
+                msg = raw[_PREFIX:]
+        more = msg.more if isinstance(msg, Frame) else self.getsockopt(zmq.RCVMORE)
+        st[1] = not more
+        return msg
+
+    def poll(self, timeout=None, flags=POLLIN):
+        if self.closed:
+            raise zmq.ZMQError(zmq.ENOTSUP)
+        ready = _virtual_poll([(self, flags)], timeout)
+        return ready[0][1] if ready else 0
+
+    class Poller(zmq.Poller):
+        def poll(self, timeout=None):
+            if timeout is None or timeout < 0:
+                timeout = None
+            return _virtual_poll(self.sockets, timeout)
+
+    def select(rlist, wlist, xlist, timeout=None):
+        items = [(s, POLLIN) for s in rlist] + [(s, POLLOUT) for s in wlist] + [(s, zmq.POLLERR) for s in xlist]
+        ready = dict(_virtual_poll(items, None if timeout is None else timeout * 1000.0))
+        return ([s for s in rlist if ready.get(s, 0) & POLLIN], [s for s in wlist if ready.get(s, 0) & POLLOUT],
+                [s for s in xlist if ready.get(s, 0) & zmq.POLLERR])
+
+    real_socket = zmq.Context.socket
+
+    def socket(self, socket_type, socket_class=None, **kwargs):
+        sock = real_socket(self, socket_type, socket_class, **kwargs) if socket_class else \
+            real_socket(self, socket_type, **kwargs)
+        # libzmq retries a connect to a peer that is not bound yet every RECONNECT_IVL of real
+        # time (100 ms by default); meanwhile the receiver looks idle and other processes'
+        # virtual timeouts are granted. A short interval keeps that real-time window small.
+        try:
+            sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+        except zmq.ZMQError:
+            pass
+        return sock
+
+    zmq.Context.socket = socket
+    Socket.send = send
+    Socket.recv = recv
+    Socket.poll = poll
+    zmq.Poller = Poller
+    zmq.sugar.poll.Poller = Poller
+    zmq.select = select
+    zmq.sugar.poll.select = select
