@@ -26,18 +26,36 @@ from typing import Any
 _MARK = b"\xffRVT"
 _STAMP = struct.Struct("<4sq")
 _PREFIX = _STAMP.size
-_STATE: "weakref.WeakKeyDictionary[Any, list[bool]]" = weakref.WeakKeyDictionary()
+_STATE: "weakref.WeakKeyDictionary[Any, _Framing]" = weakref.WeakKeyDictionary()
 # Real time a sender gives libzmq's I/O threads to deliver before it may report itself blocked
 # (Waits.settle): the timekeeper's probe of the receiver must see the message.
 SETTLE_S = 0.0005
 RECONNECT_IVL_MS = 1
 
 
-def _state(sock) -> list[bool]:
-    """[at the start of an outgoing message, at the start of an incoming message]"""
+class _Framing:
+    """Where the stamp goes in a socket's multipart messages.
+
+    The stamp rides on the first *application* frame: a ROUTER's first frame is the peer's
+    identity (added on receive, consumed on send), and REQ/REP envelopes put empty delimiter
+    frames first, which the peer checks are empty. So, in both directions, the first frame of a
+    ROUTER message and empty frames are skipped; the first non-empty frame carries the stamp.
+    """
+
+    __slots__ = ("router", "send_pending", "send_index", "recv_pending", "recv_index")
+
+    def __init__(self, router: bool):
+        self.router = router
+        self.send_pending = True   # no stamp placed yet in the outgoing message
+        self.send_index = 0        # frames of the outgoing message so far
+        self.recv_pending = True
+        self.recv_index = 0
+
+
+def _framing(sock, zmq) -> _Framing:
     st = _STATE.get(sock)
     if st is None:
-        st = _STATE[sock] = [True, True]
+        st = _STATE[sock] = _Framing(sock.getsockopt(zmq.TYPE) == zmq.ROUTER)
     return st
 
 
@@ -78,12 +96,17 @@ def install(zmq) -> None:
 
     def send(self, data, flags=0, copy=True, track=False, routing_id=None, group=None):
         waits.settle(SETTLE_S)
-        st = _state(self)
-        if st[0]:
+        st = _framing(self, zmq)
+        if st.send_pending and not (st.router and st.send_index == 0):
             raw = data.bytes if isinstance(data, Frame) else (
                 data.encode() if isinstance(data, str) else bytes(data))
-            data = _STAMP.pack(_MARK, clock.now()) + raw
-        st[0] = not (flags & SNDMORE)
+            if raw:
+                data = _STAMP.pack(_MARK, clock.now()) + raw
+                st.send_pending = False
+        if flags & SNDMORE:
+            st.send_index += 1
+        else:
+            st.send_pending, st.send_index = True, 0
         kwargs = {}
         if routing_id is not None:
             kwargs["routing_id"] = routing_id
@@ -98,21 +121,21 @@ def install(zmq) -> None:
                 raise zmq.Again()
             flags |= NOBLOCK
         msg = real_recv(self, flags, copy=copy, track=track)
-        st = _state(self)
-        if st[1]:
-            raw = msg.buffer if isinstance(msg, Frame) else msg
-            if len(raw) >= _PREFIX and bytes(raw[:4]) == _MARK:
-                stamp = _STAMP.unpack_from(raw, 0)[1]
-                if stamp > clock.now():
-                    clock.advance_to(stamp)
-                if isinstance(msg, Frame):
-                    more = msg.more
-                    msg = Frame(bytes(raw[_PREFIX:]))
-                    st[1] = not more
-                    return msg
-                msg = raw[_PREFIX:]
+        st = _framing(self, zmq)
         more = msg.more if isinstance(msg, Frame) else self.getsockopt(zmq.RCVMORE)
-        st[1] = not more
+        if st.recv_pending and not (st.router and st.recv_index == 0):
+            raw = msg.buffer if isinstance(msg, Frame) else msg
+            if len(raw):
+                st.recv_pending = False
+                if len(raw) >= _PREFIX and bytes(raw[:4]) == _MARK:
+                    stamp = _STAMP.unpack_from(raw, 0)[1]
+                    if stamp > clock.now():
+                        clock.advance_to(stamp)
+                    msg = Frame(bytes(raw[_PREFIX:])) if isinstance(msg, Frame) else raw[_PREFIX:]
+        if more:
+            st.recv_index += 1
+        else:
+            st.recv_pending, st.recv_index = True, 0
         return msg
 
     def poll(self, timeout=None, flags=POLLIN):
