@@ -51,7 +51,10 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
     torch._C._set_only_lift_cpu_tensors(True)
     vtime.THREAD_START_HOOKS.append(lambda: torch._C._set_only_lift_cpu_tensors(True))
     torch.__future__.set_swap_module_params_on_conversion(True)
-    vtime.install(rt, coordinator)
+    waits = vtime.install(rt, coordinator)
+    from revati.shim import sockets
+
+    sockets.install(rt.clock, waits)
     engines.install(rt)  # serving-engine adapters, applied when the program imports them
     _ACTIVE["runtime"] = rt
     atexit.register(_at_exit)

@@ -19,6 +19,7 @@ from typing import Any
 
 from revati.inject import injection_env
 from revati.shim.config import EmulationConfig
+from revati.shim.sockets import EMU_DIR_ENV
 from revati.shim.vtime import EPOCH_ENV, MONO_ENV
 
 
@@ -68,6 +69,8 @@ def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
         stats_dir = cfg.stats_dir = tmp.name
     Path(stats_dir).mkdir(parents=True, exist_ok=True)
     env = emulation_env(cfg, base_env)
+    emu_dir = tempfile.TemporaryDirectory(prefix="revati-emu-")
+    env[EMU_DIR_ENV] = emu_dir.name  # the registry of endpoints (Note in revati/shim/sockets.py)
     tk = start_timekeeper(TimekeeperConfig(deadlock_timeout_s=deadlock_timeout_s))
     t0 = time.monotonic()
     proc = None
@@ -99,6 +102,7 @@ def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
             continue
     if tmp is not None:
         tmp.cleanup()
+    emu_dir.cleanup()
     return EmulationResult(returncode, wall, processes, deadlock, tk.stats)
 
 

@@ -97,3 +97,15 @@ def test_zeromq_waits_are_virtual_and_messages_causal(tmp_path):
         assert r["server_sent"] - r["send"] == pytest.approx(0.5, abs=1e-4)
         assert r["empty_polls"] == 2
         assert r["server_sent"] <= r["received"] < r["server_sent"] + 1e-3
+
+
+def test_http_chunks_are_seen_when_they_were_sent():
+    proc = _emulate("-q", "--no-host-cpu", "--", sys.executable, "http_pingpong.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    chunks = out["chunks"]
+    assert [c["i"] for c in chunks] == [0, 1, 2]
+    sent = [c["sent"] for c in chunks]
+    assert all(b - a == pytest.approx(0.25, abs=1e-4) for a, b in zip(sent, sent[1:]))
+    for c in chunks:  # each chunk seen at its own send time, not when the last one was written
+        assert c["sent"] <= c["received"] < c["sent"] + 1e-3
