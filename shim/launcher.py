@@ -58,8 +58,14 @@ DEADLOCK_EXIT = 3  # the timekeeper's exit status after a deadlock
 
 def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
         base_env: dict[str, str] | None = None, timeout_s: float | None = None,
-        deadlock_timeout_s: float = 30.0) -> EmulationResult:
-    """Run ``cmd`` under emulation with a timekeeper coordinating all of its processes."""
+        deadlock_timeout_s: float = 30.0, client_cmd: list[str] | None = None,
+        server_stop_timeout_s: float = 30.0) -> EmulationResult:
+    """Run ``cmd`` under emulation with a timekeeper coordinating all of its processes.
+
+    With ``client_cmd``, ``cmd`` is a server: the client runs beside it under the same
+    timekeeper; when the client exits the server is stopped (SIGTERM, then SIGKILL after
+    ``server_stop_timeout_s``), and the run's exit status is the client's.
+    """
     from revati.shim.coord.server import TimekeeperConfig, start_timekeeper
 
     stats_dir = cfg.stats_dir
@@ -73,25 +79,34 @@ def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
     env[EMU_DIR_ENV] = emu_dir.name  # the registry of endpoints (Note in revati/shim/sockets.py)
     tk = start_timekeeper(TimekeeperConfig(deadlock_timeout_s=deadlock_timeout_s))
     t0 = time.monotonic()
-    proc = None
+    procs: list[subprocess.Popen] = []
     deadlock = None
     try:
-        ticket = tk.expect_child(timeout_s=120.0)
-        env.update(tk.env(ticket))
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)
-        tk.child_started(ticket, proc.pid)
-        returncode = _wait(proc, tk, timeout_s)
+        for command in ([cmd, client_cmd] if client_cmd else [cmd]):
+            ticket = tk.expect_child(timeout_s=120.0)
+            child_env = dict(env, **tk.env(ticket))
+            procs.append(subprocess.Popen(command, env=child_env, cwd=cwd, start_new_session=True))
+            tk.child_started(ticket, procs[-1].pid)
+        main = procs[-1]
+        returncode = _wait(main, tk, timeout_s)
         if tk.exit_status == DEADLOCK_EXIT:
             deadlock = tk.deadlock_report or {"error": "deadlock (no report)"}
-            _kill_group(proc)
             returncode = DEADLOCK_EXIT
+        if client_cmd and deadlock is None:
+            server = procs[0]
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
+                try:
+                    server.wait(timeout=server_stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
     except BaseException:
-        if proc is not None:
-            _kill_group(proc)
+        for p in procs:
+            _kill_group(p)
         raise
     finally:
-        if proc is not None:
-            _kill_group(proc, only_leftovers=True)
+        for p in procs:
+            _kill_group(p, only_leftovers=deadlock is None and p is procs[-1])
         tk.stop()
     wall = time.monotonic() - t0
     processes = []

@@ -98,6 +98,20 @@ def make_prompts(cfg: BenchConfig, requests, tokenizer) -> tuple[list, str]:
     return [builder.token_ids(r) for r in requests], fmt
 
 
+def _real_clock():
+    """The real clock even inside an emulated process (where time.* is virtual)."""
+    if os.environ.get(INJECT_ENV):
+        try:
+            from revati.shim.vtime import REAL
+
+            return REAL["perf_counter"]
+        except ImportError:
+            pass
+    import time
+
+    return time.perf_counter
+
+
 def run_bench(cfg: BenchConfig, console: Console | None = None) -> dict:
     """Run the benchmark; write files if asked; return the result dict."""
     console = console or Console(stderr=True, quiet=cfg.quiet)
@@ -109,9 +123,13 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> dict:
         def count_tokens(text: str) -> int:
             return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    real_clock = _real_clock()
+    phase = {}
+
     async def main():
         if cfg.ready_check_timeout_s > 0 and not await wait_until_ready(cfg.client.base_url, cfg.ready_check_timeout_s):
             raise ServerNotReady(cfg.client.base_url, cfg.ready_check_timeout_s)
+        phase["wall0"] = real_clock()
         with Progress(TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=cfg.quiet, transient=True) as progress:
             task = progress.add_task("requests", total=len(requests))
@@ -121,12 +139,13 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> dict:
             )
 
     records, duration_s = asyncio.run(main())
+    wall_s = real_clock() - phase["wall0"]
     metrics = compute_metrics(records, duration_s, cfg.metrics)
     extras = cfg.extras
-    if extras.wall_duration_s is None and not os.environ.get(INJECT_ENV):
-        # Outside emulation the client's clock is the wall clock. Under `revati emulate` it is
-        # virtual and the real time is unknown here: emulate fills it in (merge_extras).
-        extras = RunExtras(**{**extras.__dict__, "wall_duration_s": duration_s})
+    if extras.wall_duration_s is None and wall_s > 0:
+        # The benchmark phase on the real clock: under `revati emulate` time.* is virtual and
+        # duration_s is what the run would take on the GPU; outside, both are wall time.
+        extras = RunExtras(**{**extras.__dict__, "wall_duration_s": wall_s})
     if extras.model is None:
         extras = RunExtras(**{**extras.__dict__, "model": cfg.client.model})
     workload = cfg.workload.to_json() | {"prompt_format": prompt_format}

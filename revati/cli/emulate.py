@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -51,6 +53,9 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("--goodput", multiple=True, help="Main job: SLO in ms, e.g. --goodput ttft:500 --goodput tpot:50.")
 @click.option("--result-dir", type=click.Path(file_okay=False), default=None,
               help="Main job: write metrics.json and requests.jsonl here.")
+@click.option("--serve-port", type=click.IntRange(1, 65535), default=None,
+              help="COMMAND is a server listening on this port (e.g. `vllm serve`): run revati's benchmark "
+                   "client against it under the same emulation with the workload flags, then stop it.")
 @click.option("--deadlock-timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.1),
               help="Real seconds every process may stay blocked with no pending wake-up before the run is stopped.")
 @click.option("--explain", is_flag=True, help="Print the injected set-up and exit without running.")
@@ -59,7 +64,7 @@ def _gpu_choice(ctx, param, value: str) -> str:
 def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline_dir, stats_dir,
             model, dataset_name, dataset_path, num_prompts, request_rate, burstiness, random_input_len,
             random_output_len, random_range_ratio, max_concurrency, seed, goodput, result_dir,
-            deadlock_timeout_s, explain, quiet, command):
+            serve_port, deadlock_timeout_s, explain, quiet, command):
     """Run COMMAND with every CUDA kernel replaced by a jump of the virtual clock.
 
     Every Python process COMMAND starts (children included) sees NUM_GPUS virtual GPUs: tensors
@@ -74,11 +79,30 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
       revati emulate                                   # the main job on a virtual H100
       revati emulate --gpu a100 --num-prompts 64 --request-rate 8 --result-dir out/
       revati emulate --gpu h100 -- python my_inference.py
+      revati emulate --gpu h100 --serve-port 8000 --num-prompts 200 --request-rate 4 \\
+          --result-dir out/ -- vllm serve DIR --port 8000 --load-format dummy
       revati emulate --gpu a100 --timeline out/ -- python -m my.server --port 8000
     """
     from revati.shim.config import EmulationConfig
     from revati.shim import launcher
 
+    workload = ["--dataset-name", dataset_name, "--num-prompts", str(num_prompts),
+                "--request-rate", str(request_rate), "--burstiness", str(burstiness),
+                "--random-input-len", str(random_input_len), "--random-output-len", str(random_output_len),
+                "--random-range-ratio", str(random_range_ratio), "--seed", str(seed)]
+    workload += ["--dataset-path", dataset_path] if dataset_path else []
+    workload += ["--max-concurrency", str(max_concurrency)] if max_concurrency else []
+    client_cmd = None
+    if serve_port is not None:
+        if not command:
+            raise click.UsageError("--serve-port needs the server command after --, e.g. "
+                                   "`-- vllm serve DIR --port 8000 --load-format dummy`")
+        result_dir = result_dir or tempfile.mkdtemp(prefix="revati-serve-")
+        client_cmd = [sys.executable, "-m", "revati", "bench", "serve", "--base-url",
+                      f"http://127.0.0.1:{serve_port}", "--ready-check-timeout-sec", "36000",
+                      "--result-dir", result_dir, "--quiet", *workload]
+        for slo in goodput:
+            client_cmd += ["--goodput", slo]
     if not command:
         command = (sys.executable, "-m", "revati.shim.drivers.hf_cb", "--model", model,
                    "--dataset-name", dataset_name, "--num-prompts", str(num_prompts),
@@ -101,7 +125,9 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
         shown = {k: env[k] for k in sorted(env) if k.startswith(("REVATI", "PYTHONPATH", "OMP_", "HF_HUB"))}
         click.echo(json.dumps({"command": list(command), "environment": shown}, indent=2))
         return
-    result = launcher.run(list(command), cfg, deadlock_timeout_s=deadlock_timeout_s)
+    result = launcher.run(list(command), cfg, deadlock_timeout_s=deadlock_timeout_s, client_cmd=client_cmd)
+    if client_cmd is not None:
+        _finish_serve_run(result, result_dir, gpu, quiet)
     if result.deadlock is not None:
         click.echo("revati: deadlock: every emulated process was blocked with nothing to wake it "
                    f"for {deadlock_timeout_s:g} s (each process's state is listed above); the run was stopped",
@@ -112,3 +138,18 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
             f"virtual {result.virtual_s:.3f} s, wall {result.wall_s:.3f} s, "
             f"roofline fallbacks {result.fallback_op_count}", err=True)
     sys.exit(result.returncode)
+
+
+def _finish_serve_run(result, result_dir: str, gpu: str, quiet: bool) -> None:
+    """Complete the client's metrics.json with what only the launcher knows, and show it."""
+    from revati.metrics.result import METRICS_FILE, RunExtras, merge_extras
+    from revati.metrics.summary import print_summary
+
+    path = Path(result_dir) / METRICS_FILE
+    if not path.exists():
+        click.echo(f"revati: the benchmark client wrote no {path}", err=True)
+        return
+    merged = merge_extras(path, RunExtras(fallback_op_count=result.fallback_op_count, gpu=gpu))
+    if not quiet:
+        print_summary(merged)
+        click.echo(f"revati: metrics in {path}", err=True)
