@@ -192,3 +192,30 @@ def test_torch_compile_is_refused_with_the_flag_to_use(models):
     run = emulate(models["tiny"], "h100_sxm", "--compile")
     assert run.returncode != 0
     assert "UnsupportedEngine" in run.log and "enforce_eager=True" in run.log
+
+
+def test_online_serving_with_vllm_serve_and_revatis_client(models, tmp_path):
+    """`vllm serve` (its API server, engine core in its own process) and revati's benchmark client
+    under one emulation: every request completes with its fixed length, and the metrics file has
+    vllm bench serve's keys plus revati's."""
+    port = 20000 + os.getpid() % 20000
+    out = tmp_path / "serve"
+    cmd = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", "h100", "--serve-port", str(port),
+           "--num-prompts", "6", "--request-rate", "4", "--random-input-len", "32", "--random-output-len", "8",
+           "--result-dir", str(out), "-q", "--", str(Path(VLLM_PYTHON).parent / "vllm"), "serve",
+           str(models["tiny"]), "--port", str(port), "--load-format", "dummy", "--enforce-eager",
+           "--max-model-len", "256"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["completed"] == 6 and m["failed"] == 0 and m["total_output_tokens"] == 6 * 8
+    for key in ("mean_ttft_ms", "median_tpot_ms", "p99_itl_ms", "mean_e2el_ms", "request_throughput",
+                "output_throughput", "virtual_duration_s", "wall_duration_s", "speedup"):
+        assert m[key] > 0, key
+    assert m["gpu"] == "h100_sxm"
+    # one decode step of the tiny model is far below a millisecond of GPU time, and the engine
+    # answers every request within the run
+    assert m["mean_tpot_ms"] < 20 and m["max_concurrent_requests"] >= 1
+    records = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and all(r["output_tokens"] == 8 for r in records)
