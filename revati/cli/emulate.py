@@ -59,12 +59,13 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("--deadlock-timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.1),
               help="Real seconds every process may stay blocked with no pending wake-up before the run is stopped.")
 @click.option("--explain", is_flag=True, help="Print the injected set-up and exit without running.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print each process's summary and the timekeeper's counters.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the program's own output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline_dir, stats_dir,
             model, dataset_name, dataset_path, num_prompts, request_rate, burstiness, random_input_len,
             random_output_len, random_range_ratio, max_concurrency, seed, goodput, result_dir,
-            serve_port, deadlock_timeout_s, explain, quiet, command):
+            serve_port, deadlock_timeout_s, explain, verbose, quiet, command):
     """Run COMMAND with every CUDA kernel replaced by a jump of the virtual clock.
 
     Every Python process COMMAND starts (children included) sees NUM_GPUS virtual GPUs: tensors
@@ -132,6 +133,12 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
         click.echo("revati: deadlock: every emulated process was blocked with nothing to wake it "
                    f"for {deadlock_timeout_s:g} s (each process's state is listed above); the run was stopped",
                    err=True)
+    if verbose:
+        for proc in result.processes:
+            click.echo("revati: process " + json.dumps({k: proc.get(k) for k in (
+                "pid", "process_name", "virtual_now_ns", "shim_cpu_ns", "ops", "signatures", "kernels_launched",
+                "syncs", "fallback_op_count", "dispatch")}), err=True)
+        click.echo(f"revati: timekeeper {json.dumps(result.timekeeper)}", err=True)
     if not quiet:
         click.echo(
             f"revati: {len(result.processes)} emulated process(es) on {num_gpus}x {gpu}; "

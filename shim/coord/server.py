@@ -635,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.request_stop())
+    # `kill -USR1 <timekeeper pid>`: print everybody's state (a stuck emulation's first clue).
+    signal.signal(signal.SIGUSR1, lambda *_: print(json.dumps(server.core.report(), indent=1, default=str),
+                                                   file=sys.stderr, flush=True))
     ready: dict[str, Any] = {"address": str(address), "pid": os.getpid()}
     if token is None:
         ready["token"] = server.token
