@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _datetime
 import os
+import queue
 import selectors
 import sys
 import threading
@@ -213,6 +214,11 @@ def _install_threading(waits: Waits, coordinator) -> None:
 
     threading.Thread._bootstrap_inner = _bootstrap_inner  # type: ignore[attr-defined]
     threading.Thread.start = start  # type: ignore[method-assign]
+    # Idle concurrent.futures workers block in SimpleQueue.get, on a C lock that no patch
+    # reaches: the process would look RUNNING until a stall check found it asleep (~0.15 s of
+    # real time per wake-up of an asyncio server). The pure-Python twin waits on a Semaphore,
+    # i.e. on a coordinated Condition.
+    queue.SimpleQueue = queue._PySimpleQueue  # type: ignore[attr-defined, misc]
 
 
 def _install_selectors(waits: Waits) -> None:

@@ -120,6 +120,10 @@ class TimekeeperServer:
         self.exit_status: int | None = None
         self.report: dict | None = None
         self.cpu_s = 0.0
+        trace_path = os.environ.get("REVATI_TIMEKEEPER_TRACE")
+        self._trace = open(trace_path, "a", buffering=1) if trace_path else None
+        self._trace_t0 = now
+        self._trace_last: tuple | None = None
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -203,6 +207,8 @@ class TimekeeperServer:
                 core.tick(now)
                 next_tick = now + period
             core.settle(now)
+            if self._trace is not None:
+                self._trace_states(now)
             self._dispatch(core.take())
             if core.stopped is not None:
                 status, report = core.stopped
@@ -210,6 +216,18 @@ class TimekeeperServer:
                     self.report = report
                     print(f"revati timekeeper: {format_report(report)}", file=sys.stderr)
                 return status
+
+    def _trace_states(self, now: float) -> None:
+        # One line per change of who is running/blocked (REVATI_TIMEKEEPER_TRACE=FILE): where
+        # real time goes while the emulation waits on a silent participant.
+        core = self.core
+        states = tuple((p.name, p.pid, p.state, p.deadline_ns) for p in core.participants.values())
+        key = (states, core.gvt_ns, core.stats.checks, core.stats.probe_rounds)
+        if key != self._trace_last:
+            self._trace_last = key
+            self._trace.write(json.dumps({"t_s": round(now - self._trace_t0, 6), "gvt_ns": core.gvt_ns,
+                                          "checks": core.stats.checks, "rounds": core.stats.probe_rounds,
+                                          "states": states}) + "\n")
 
     def _accept(self, now: float) -> None:
         while True:

@@ -1,0 +1,136 @@
+"""Online serving under emulation: `vllm serve` + revati's client, virtual vs wall time.
+
+usage: python benchmarks/vllm_serve_speedup.py [--python VLLM_PYTHON] [--model llama-2-7b] [--gpu h100]
+           [--num-prompts 200] [--rates 2,8] [--input-len 128] [--output-len 128] [--eager]
+           [--max-model-len 2048] [--json OUT]
+
+Each request rate is one `revati emulate --serve-port P -- vllm serve MODEL --load-format dummy`
+run: the real vLLM API server and engine core (separate processes) on a virtual GPU, and
+revati's benchmark client sending NUM_PROMPTS random requests of fixed lengths at a Poisson
+rate, all under one timekeeper. Printed per rate: the serving metrics the run predicts (TTFT,
+TPOT, ITL, throughput: vllm bench serve's names), the benchmark's virtual duration, the wall
+time the benchmark phase took, their ratio (speedup; > 1 means faster than the real GPU would
+be), and the wall time of the whole run including vLLM's start-up (model init, KV-cache
+profiling, CUDA-graph capture), which a real GPU run pays too.
+
+Full CUDA graphs for decode (`-O0 --compilation-config {"cudagraph_mode":"FULL_DECODE_ONLY"}`)
+are the default, as in production; --eager runs every op through the shim.
+
+Example (the issue-6 benchmark: Llama-2-7B, virtual H100, 200 requests):
+    python benchmarks/vllm_serve_speedup.py --rates 4 --json /tmp/serve.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+METRICS = ("completed", "failed", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms",
+           "mean_itl_ms", "mean_e2el_ms", "request_throughput", "output_throughput",
+           "max_concurrent_requests", "virtual_duration_s", "wall_duration_s", "speedup")
+
+
+def _python(arg: str | None) -> str:
+    cand = arg or os.environ.get("REVATI_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
+    if not Path(cand).is_file():
+        sys.exit(f"no vLLM environment at {cand}: run scripts/install_vllm_env.sh or pass --python")
+    return cand
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_one(python: str, model_dir: Path, args: argparse.Namespace, rate: str, out_dir: Path) -> dict:
+    port = _free_port()
+    vllm = str(Path(python).parent / "vllm")
+    serve = [vllm, "serve", str(model_dir), "--port", str(port), "--load-format", "dummy",
+             "--max-model-len", str(args.max_model_len)]
+    if args.eager:
+        serve.append("--enforce-eager")
+    else:
+        serve += ["-O0", "--compilation-config", '{"cudagraph_mode": "FULL_DECODE_ONLY"}']
+    cmd = [python, "-m", "revati", "emulate", "-q", "--gpu", args.gpu, "--serve-port", str(port),
+           "--num-prompts", str(args.num_prompts), "--request-rate", rate,
+           "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
+           "--seed", str(args.seed), "--result-dir", str(out_dir), "--", *serve]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    run_wall_s = time.monotonic() - t0
+    metrics_path = out_dir / "metrics.json"
+    if proc.returncode != 0 or not metrics_path.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"request_rate": rate, "error": " | ".join(tail) or f"exit {proc.returncode}",
+                "run_wall_s": run_wall_s}
+    m = json.loads(metrics_path.read_text())
+    row = {"request_rate": rate, **{k: m.get(k) for k in METRICS}, "run_wall_s": run_wall_s}
+    row["total_output_tokens"] = m.get("total_output_tokens")
+    return row
+
+
+def _table(rows: list[dict]) -> str:
+    cols = [("rate", "request_rate", "{}"), ("done", "completed", "{}"), ("TTFT ms", "mean_ttft_ms", "{:.1f}"),
+            ("p99 TTFT", "p99_ttft_ms", "{:.1f}"), ("TPOT ms", "mean_tpot_ms", "{:.2f}"),
+            ("ITL ms", "mean_itl_ms", "{:.2f}"), ("out tok/s", "output_throughput", "{:.0f}"),
+            ("max conc", "max_concurrent_requests", "{}"), ("virtual s", "virtual_duration_s", "{:.2f}"),
+            ("wall s", "wall_duration_s", "{:.2f}"), ("speedup", "speedup", "{:.2f}x"),
+            ("run wall s", "run_wall_s", "{:.1f}")]
+    lines = [" | ".join(h for h, _, _ in cols)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['request_rate']} | error: {r['error']}")
+            continue
+        lines.append(" | ".join(f.format(r[k]) if r.get(k) is not None else "-" for _, k, f in cols))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--python", default=None)
+    ap.add_argument("--model", default="llama-2-7b")
+    ap.add_argument("--gpu", default="h100")
+    ap.add_argument("--num-prompts", type=int, default=200)
+    ap.add_argument("--rates", default="4", help="comma-separated request rates (req/s; inf for all at once)")
+    ap.add_argument("--input-len", type=int, default=128)
+    ap.add_argument("--output-len", type=int, default=128)
+    ap.add_argument("--max-model-len", type=int, default=2048)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eager", action="store_true", help="--enforce-eager instead of full decode CUDA graphs")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = ap.parse_args()
+
+    python = _python(args.python)
+    from revati import models_zoo
+    model_dir = models_zoo.model_dir(args.model)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="revati-serve-bench-") as tmp:
+        for rate in args.rates.split(","):
+            row = run_one(python, model_dir, args, rate.strip(), Path(tmp) / f"rate-{rate}")
+            rows.append(row)
+            print(f"rate {rate}: " + ("error: " + row["error"] if "error" in row else
+                                      f"virtual {row['virtual_duration_s']:.2f} s, wall {row['wall_duration_s']:.2f} s, "
+                                      f"speedup {row['speedup']:.2f}x"), file=sys.stderr, flush=True)
+    mode = "eager" if args.eager else "full decode CUDA graphs"
+    print(f"vllm serve {args.model} on virtual {args.gpu}, {args.num_prompts} requests "
+          f"{args.input_len}/{args.output_len} tokens, {mode}")
+    print(_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "gpu": args.gpu, "mode": mode,
+                                         "num_prompts": args.num_prompts, "input_len": args.input_len,
+                                         "output_len": args.output_len, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
