@@ -109,3 +109,22 @@ def test_http_chunks_are_seen_when_they_were_sent():
     assert all(b - a == pytest.approx(0.25, abs=1e-4) for a, b in zip(sent, sent[1:]))
     for c in chunks:  # each chunk seen at its own send time, not when the last one was written
         assert c["sent"] <= c["received"] < c["sent"] + 1e-3
+
+
+def test_an_idle_thread_pool_does_not_hold_back_virtual_time():
+    """concurrent.futures workers idle in SimpleQueue.get: a C lock in the stock build. Were that
+    wait invisible, every sleep of the main thread would need a stall check (real time) before
+    the timekeeper could grant it."""
+    program = ("import concurrent.futures as cf, time\n"
+               "pool = cf.ThreadPoolExecutor(2)\n"
+               "assert pool.submit(lambda: 7).result() == 7\n"
+               "t0 = time.monotonic()\n"
+               "for _ in range(20): time.sleep(0.5)\n"
+               "print('slept', round(time.monotonic() - t0, 3))\n")
+    proc = _emulate("-v", "--no-host-cpu", "--", sys.executable, "-c", program, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "slept 10.0" in proc.stdout
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("revati: timekeeper "))
+    stats = json.loads(line[len("revati: timekeeper "):])
+    assert stats["advances"] >= 20
+    assert stats["checks"] == 0, stats
