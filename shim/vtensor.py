@@ -327,6 +327,27 @@ def _cpu_of(x):
     return x
 
 
+def _cpu_args(args: tuple) -> list:
+    # tree_map over an op's arguments, for the only containers aten schemas take (lists and
+    # tuples of tensors/scalars): a third of the cost of computing a small tensor's values.
+    out = []
+    for x in args:
+        tx = type(x)
+        if tx is VTensor:
+            out.append(x._v)
+        elif tx is list or tx is tuple:
+            out.append(tx(_cpu_args(x)))
+        else:
+            out.append(_cpu_of(x))
+    return out
+
+
+def _cpu_kwargs(kwargs: dict) -> dict:
+    if not kwargs:
+        return {}
+    return dict(zip(kwargs, _cpu_args(tuple(kwargs.values()))))
+
+
 def _build_entry(func, info: FuncInfo, args, kwargs, key, rt) -> Entry:
     margs = tree_map(_meta_of, args)
     mkwargs = tree_map(_meta_of, kwargs)
@@ -516,7 +537,7 @@ def _propagate_values(func, info: FuncInfo, entry: Entry, args, kwargs, vts, out
         all_valued = all(t._v is not None for t in vts)
     if all_valued and entry.small:
         try:
-            res = func(*tree_map(_cpu_of, args), **tree_map(_cpu_of, kwargs))
+            res = func(*_cpu_args(args), **_cpu_kwargs(kwargs))
         except Exception:  # an op with no CPU kernel for this dtype: no values, never an error
             res = None
             rt.stats.bypass[f"no cpu values: {info.name}"] += 1
@@ -553,7 +574,7 @@ def _to_host_result(func, args, kwargs, entry, vts, rt):
     res = None
     if all(t._v is not None for t in vts):
         try:
-            res = func(*tree_map(_cpu_of, args), **{**tree_map(_cpu_of, kwargs), "device": CPU})
+            res = func(*_cpu_args(args), **{**_cpu_kwargs(kwargs), "device": CPU})
         except Exception:
             res = None
     if res is None:
@@ -694,7 +715,7 @@ def _data_dependent(func, args, kwargs, rt):
     for t in vts:  # the output size is copied back to the host: a sync on a real GPU
         _sync_for_read(t, rt, f"{func.name()} (data-dependent size)")
     if all(t._v is not None for t in vts):
-        res = func(*tree_map(_cpu_of, args), **tree_map(_cpu_of, kwargs))
+        res = func(*_cpu_args(args), **_cpu_kwargs(kwargs))
     else:
         # No values: assume every element selected / distinct (an upper bound on the shape).
         res = func(*tree_map(lambda x: torch.ones(x.shape, dtype=x.dtype) if type(x) is VTensor else _cpu_of(x), args),
@@ -721,7 +742,7 @@ def _scalar_query(func, args, kwargs, rt):
     for t in vts:
         _sync_for_read(t, rt, func.name())
     if all(t._v is not None for t in vts):
-        return func(*tree_map(_cpu_of, args), **tree_map(_cpu_of, kwargs))
+        return func(*_cpu_args(args), **_cpu_kwargs(kwargs))
     return True if func.name().endswith(("equal", "allclose")) else False
 
 
