@@ -12,7 +12,7 @@ from revati.sweep.run import run_sweep  # noqa: E402
 from revati.sweep.runner import read_run_state, run_dir_of  # noqa: E402
 from sweep_helpers import write_sweep  # noqa: E402
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray]
 
 
 def test_sweep_on_local_ray(tmp_path):

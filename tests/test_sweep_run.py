@@ -116,3 +116,23 @@ def test_default_sweep_dir_is_seen_by_the_db_glob(tmp_path, isolated_home):
     n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{isolated_home}/traces/**/sweep_results*.parquet') "
                    "WHERE status = 'ok'").fetchall()[0][0]
     assert n == 1
+
+
+def test_a_sweep_of_real_emulations_orders_the_gpus(tmp_path):
+    """Each run is `revati emulate` running the main job (HF continuous batching, tiny model):
+    the sweep table holds the emulations' metrics, and the A100 is slower than the H100 (host
+    CPU time not counted: a tiny model's steps are host-bound and this machine is noisy)."""
+    command = (f"{shlex.quote(sys.executable)} -m revati emulate -q --no-host-cpu --gpu {{gpu}} --model tiny-llama "
+               "--result-dir {run_dir} {workload_args}")
+    path = write_sweep(tmp_path / "s.yaml", tmp_path / "out", gpus=["h100", "a100"], command=command,
+                       engine={},
+                       workload={"request_rate": 8, "num_prompts": 6, "random_input_len": 64,
+                                 "random_output_len": 8})
+    cfg = load_sweep(path)
+    out = run_sweep(cfg, jobs=2, quiet=True)
+    assert not out.failed_ids, [read_run_state(run_dir_of(cfg.sweep_dir, r)) for r in out.failed_ids]
+    table = parquet_io.read_table(out.results_path, "sweep_results").to_pylist()
+    by_gpu = {row["gpu"]: row for row in table}
+    assert set(by_gpu) == {"h100", "a100"} and all(r["status"] == "ok" for r in table)
+    assert all(r["completed"] == 6 for r in table)
+    assert by_gpu["a100"]["mean_tpot_ms"] > by_gpu["h100"]["mean_tpot_ms"] > 0

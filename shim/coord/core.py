@@ -36,10 +36,11 @@ blocked (nothing of its was woken) re-sends its state with the new ack. So the s
 believes a participant blocked while a wake to it is in flight.
 
 Wake-ups. The client's reader thread wakes exactly the waits whose deadline <= the granted
-time, through callbacks the shim registered. Every server message carries the GVT; a process
-woken from any coordinated wait -- even by real I/O -- continues at LVT >= the GVT it has seen
-(``Coordinator.gvt_ns()``): no process can observe a virtual time earlier than one the whole
-emulation has already passed. A participant blocked on I/O is told each new GVT.
+time, through callbacks the shim registered. Every server message carries the GVT
+(``Coordinator.gvt_ns()``); a participant blocked on I/O is told each new GVT. A wait ended by
+its deadline continues at the granted time; a wait ended by data continues at max(LVT, the
+data's stamp) -- not at GVT, which is some other process's granted deadline (see
+docs/design_notes.md, item 2).
 
 Data channels. Causality on data is the shim's: a message carries its sender's LVT stamp s and
 is received at max(LVT, s). A wait with deadline D that ends by I/O with a message stamped
