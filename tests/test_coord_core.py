@@ -136,6 +136,63 @@ def test_running_message_cancels_a_probe_round_and_its_late_answers_are_ignored(
     assert [m for _, m in settle(core)][0] == ("wake", 60, 1, 60)
 
 
+def test_a_late_not_blocked_answer_from_a_cancelled_round_still_counts_as_running():
+    # The client that answered "not blocked" counts itself RUNNING and sends nothing more until
+    # it blocks again; a server that kept it blocked would probe it in vain (a hang seen at
+    # vLLM TP=2 shutdown: a stalled resource tracker answered round 1 after round 2 began).
+    core = make()
+    a, b = reg(core, "a"), reg(core, "b")
+    block(core, a, flags=FLAG_IO | FLAG_STALLED)
+    block(core, b, deadline=50)
+    settle(core)  # round 1 probes a
+    run(core, b)
+    block(core, b, deadline=60)
+    assert settle(core) == [(a, ("probe", 0, 2))]
+    core.message(a, ("probe_reply", 1, 0, False, 0), 0.0)  # round 1's answer arrives now
+    assert core.participants[a].state == "running"
+    assert settle(core) == []  # nothing advances while a runs
+    block(core, a, flags=FLAG_IO | FLAG_STALLED)
+    assert settle(core) == [(a, ("probe", 0, 3))]
+
+
+def test_an_unanswered_probe_is_sent_again_then_reported_as_a_deadlock():
+    # Nothing runs and nobody is quiescent while a probe round waits: without a watchdog a
+    # lost probe would hang the emulation with the timekeeper idle (seen: a ZeroMQ ping-pong).
+    core = make(deadlock_timeout_s=5.0)
+    a, b = reg(core, "a"), reg(core, "b")
+    block(core, a, flags=FLAG_IO | FLAG_STALLED)
+    block(core, b, deadline=50)
+    assert settle(core) == [(a, ("probe", 0, 1))]
+    core.tick(0.5)
+    assert core.take() == []  # not yet
+    core.tick(1.0)
+    assert core.take() == [(a, ("probe", 0, 1))]  # the same round, asked again
+    assert core.stats.reprobes == 1
+    core.tick(4.9)
+    assert core.stopped is None
+    assert core.take() == [(a, ("probe", 0, 1))]
+    core.tick(5.0)
+    assert core.stopped is not None and core.stopped[0] == EXIT_DEADLOCK
+    report = core.stopped[1]
+    assert report["unanswered_probe"] == ["a"]
+    assert report["probe_round"]["waiting_on"] == ["a"]
+    assert {m[0] for _, m in core.take()} == {"deadlock"}
+
+
+def test_an_answer_to_a_probe_sent_again_still_ends_the_round():
+    core = make(deadlock_timeout_s=5.0)
+    a, b = reg(core, "a"), reg(core, "b")
+    block(core, a, flags=FLAG_IO)
+    block(core, b, deadline=50)
+    settle(core)
+    core.tick(1.0)
+    core.take()
+    core.message(a, ("probe_reply", 1, 0, True, 0), 1.1)
+    core.message(a, ("probe_reply", 1, 0, True, 0), 1.1)  # the answer to the second probe
+    assert core.take() == [(b, ("wake", 50, 1, 50)), (a, ("gvt", 50))]
+    assert core.stopped is None
+
+
 def test_state_sent_before_seeing_a_wake_is_ignored_until_reacknowledged():
     core = make()
     a, b = reg(core, "a"), reg(core, "b")

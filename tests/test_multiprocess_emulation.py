@@ -99,6 +99,30 @@ def test_zeromq_waits_are_virtual_and_messages_causal(tmp_path):
         assert r["server_sent"] <= r["received"] < r["server_sent"] + 1e-3
 
 
+@pytest.mark.slow
+def test_zeromq_pingpong_never_loses_a_wake_up_under_cpu_load(tmp_path):
+    """Stress for lost wake-ups: REVATI_STRESS_REPEATS (default 100) ping-pongs, each with a new
+    server process, while two busy processes keep both cores loaded. A lost wake-up (the
+    stalled resource tracker's late "not blocked" probe answer, ignored by the timekeeper) hung
+    this run within a few repetitions; any hang now ends as a deadlock report, never silently."""
+    pytest.importorskip("zmq", reason="needs pyzmq")
+    repeats = int(os.environ.get("REVATI_STRESS_REPEATS", "100"))
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        proc = _emulate("-q", "--no-host-cpu", "--deadlock-timeout-s", "20", "--", sys.executable,
+                        "zmq_pingpong.py", str(tmp_path), "3", str(repeats), timeout=60 + 30 * repeats)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(out["repeats"]) == repeats
+    for last in out["repeats"]:
+        assert last["tag"] == "2" and last["empty_polls"] == 2
+        assert last["server_sent"] <= last["received"] < last["server_sent"] + 1e-3
+
+
 def test_http_chunks_are_seen_when_they_were_sent():
     proc = _emulate("-q", "--no-host-cpu", "--", sys.executable, "http_pingpong.py")
     assert proc.returncode == 0, proc.stderr[-3000:]

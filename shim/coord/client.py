@@ -216,6 +216,9 @@ class Coordinator:
         self._tickets = 0
         self._fork_ticket: str | None = None
         self._follow_fork = True
+        # Called once (under the lock, from the thread that noticed) when the timekeeper goes
+        # away unannounced: no deadlock notice, no close() of ours. See Note [No orphans].
+        self.on_lost: Callable[[TimekeeperLost], None] | None = None
 
     # -- connection ---------------------------------------------------------------------
 
@@ -747,7 +750,10 @@ class Coordinator:
     def _connection_lost(self, sock: socket.socket, why: str) -> None:
         with self._lock:
             if sock is self._sock and not self._closed:
+                unannounced = self._failure is None
                 self._fail_all(TimekeeperLost(self._address, why))
+                if unannounced and self.on_lost is not None:
+                    self.on_lost(self._failure)
 
     def _reader(self, sock: socket.socket, bell: socket.socket | None, ctl: tuple[int, int],
                 first: list[tuple]) -> None:
@@ -899,10 +905,12 @@ class Coordinator:
         if not state[0]:
             self._view = _RUNNING_VIEW
             self._send(("probe_reply", round_, self._ack, False, self._lvt()))
-        elif state == self._view:
-            self._send(("probe_reply", round_, self._ack, True, self._lvt()))
         else:
-            self._sync()  # a different state than the server probed: it starts over
+            # A state that differs from what the server believes makes it start over (the
+            # answer below is then ignored as a cancelled round's); one it already holds
+            # changes nothing there, so only this answer ends the round.
+            self._sync()
+            self._send(("probe_reply", round_, self._ack, True, self._lvt()))
 
     @staticmethod
     def _ready(w: _Wait) -> bool:

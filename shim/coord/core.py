@@ -71,6 +71,10 @@ Deadlock. When every participant is blocked without a deadline (so nothing can a
 ``deadlock_timeout_s`` of real time -- a process may be waiting for real external I/O -- and a
 final probe round still finds everybody blocked, the server reports each participant's state,
 sends DEADLOCK to all (their waits raise DeadlockError) and stops with EXIT_DEADLOCK.
+The other state in which nothing can advance is a probe round that is never answered (a
+probe lost to a client that no longer reads it): the round's probes are sent again every
+``REPROBE_AFTER_S`` of real time, and a round still unanswered after ``deadlock_timeout_s``
+is reported as a deadlock naming who did not answer -- an emulation never hangs silently.
 
 Un-instrumented waits. A RUNNING participant silent for ``stall_check_s`` is asked to CHECK
 (sooner when somebody waits for GVT to advance, with a doubling interval while it stays
@@ -97,6 +101,7 @@ EXIT_DEADLOCK = 3
 IDLE_CHECK_FACTOR = 20  # stall checks when nobody is blocked: 20x rarer
 MAX_CHECK_FACTOR = 64  # the longest interval between checks of one silent participant
 PID_CHECK_PERIOD_S = 0.5  # how often announced children's pids are looked up
+REPROBE_AFTER_S = 1.0  # real seconds before an unanswered probe round's probes are sent again
 
 
 @dataclass
@@ -181,6 +186,7 @@ class Stats:
     collectives_failed: int = 0
     checks: int = 0
     registrations: int = 0
+    reprobes: int = 0  # probes sent again to a participant that had not answered (should be 0)
 
 
 class ProtocolViolation(Exception):
@@ -208,6 +214,8 @@ class Timekeeper:
         self._round = 0
         self._round_waiting: set[int] | None = None  # participants a probe round still waits on
         self._round_purpose = ""
+        self._round_since_s = 0.0  # real time the current round's probes were (re)sent
+        self._round_started_s = 0.0
         self.quiescent_since_s: float | None = None
         self._last_pid_check_s = float("-inf")
         self.stopped: tuple[int, dict | None] | None = None  # (exit status, deadlock report)
@@ -330,11 +338,15 @@ class Timekeeper:
                 self.log.append(("spawn_expired", ticket, "exited" if gone else "timeout"))
                 self._invalidate()
         self._stall_checks(now_s)
+        if self._round_waiting is not None:
+            self._watch_round(now_s)
+            if self.stopped:
+                return
         if (self.quiescent_since_s is not None and self._round_waiting is None
                 and now_s - self.quiescent_since_s >= self.config.deadlock_timeout_s):
             probe = [p for p in self.participants.values() if p.flags & FLAG_IO]
             if probe:
-                self._start_round(probe, "deadlock")
+                self._start_round(probe, "deadlock", now_s)
             else:
                 self._declare_deadlock()
 
@@ -368,7 +380,7 @@ class Timekeeper:
             return
         probe = [p for p in self.participants.values() if p.flags & FLAG_IO]
         if probe:
-            self._start_round(probe, "advance")
+            self._start_round(probe, "advance", now_s)
         else:
             self._advance(now_s)
 
@@ -413,22 +425,45 @@ class Timekeeper:
         self._out.append((p.id, (kind, self.gvt_ns, p.wakes_sent, *msg_tail)))
         self._set_running(p)
 
-    def _start_round(self, probe: list[Participant], purpose: str) -> None:
+    def _start_round(self, probe: list[Participant], purpose: str, now_s: float) -> None:
         self._round += 1
         self._round_waiting = {p.id for p in probe}
         self._round_purpose = purpose
+        self._round_since_s = self._round_started_s = now_s
         self.stats.probe_rounds += 1
         self.stats.probes += len(probe)
         for p in probe:
             self._out.append((p.id, ("probe", self.gvt_ns, self._round)))
 
+    def _watch_round(self, now_s: float) -> None:
+        # See Note [Virtual time coordination], "Deadlock": an unanswered round is the one
+        # state the deadlock timer alone would never see (nobody is quiescent, nobody runs).
+        waiting = self._round_waiting
+        timeout = self.config.deadlock_timeout_s
+        if timeout > 0 and now_s - self._round_started_s >= max(timeout, REPROBE_AFTER_S):
+            names = sorted(self.participants[i].name for i in waiting if i in self.participants)
+            self.log.append(("unanswered_round", self._round, tuple(names)))
+            self._declare_deadlock(unanswered=names)
+            return
+        if now_s - self._round_since_s >= REPROBE_AFTER_S:
+            self._round_since_s = now_s
+            for pid in sorted(waiting):
+                if pid in self.participants:
+                    self.stats.reprobes += 1
+                    self._out.append((pid, ("probe", self.gvt_ns, self._round)))
+            self.log.append(("reprobe", self._round, tuple(sorted(waiting))))
+
     def _probe_reply(self, p: Participant, round_: int, ack: int, still_blocked: bool,
                      now_s: float) -> None:
-        if self._round_waiting is None or round_ != self._round or ack != p.wakes_sent:
-            return  # a cancelled round's answer
         if not still_blocked:
+            # Whatever round it answers: the client now counts itself RUNNING and sends nothing
+            # more until it blocks again, so the server must agree. (Ignoring a late "not
+            # blocked" from a cancelled round left a stalled participant blocked here, the
+            # next round's probe unread by its now-cold reader, and the emulation hung.)
             self._set_running(p)
             return
+        if self._round_waiting is None or round_ != self._round or ack != p.wakes_sent:
+            return  # a cancelled round's answer
         self._round_waiting.discard(p.id)
         if self._round_waiting:
             return
@@ -461,8 +496,10 @@ class Timekeeper:
                 if p.blocked and p.flags & FLAG_IO:
                     self._out.append((p.id, ("gvt", gvt)))
 
-    def _declare_deadlock(self) -> None:
+    def _declare_deadlock(self, unanswered: list[str] | None = None) -> None:
         report = self.report()
+        if unanswered:
+            report["unanswered_probe"] = unanswered
         self.log.append(("deadlock", self.gvt_ns))
         for p in self.participants.values():
             self._out.append((p.id, ("deadlock", self.gvt_ns, report)))
@@ -492,8 +529,14 @@ class Timekeeper:
                          "state": p.state, "lvt_ns": p.lvt_ns, "deadline_ns": p.deadline_ns,
                          "waits_on": waits})
         spawns = [{"ticket": s.ticket, "pid": s.pid} for s in self.spawns.values()]
+        probe_round = None
+        if self._round_waiting is not None:
+            probe_round = {"round": self._round, "purpose": self._round_purpose,
+                           "waiting_on": sorted(self.participants[i].name for i in self._round_waiting
+                                                if i in self.participants)}
         return {"gvt_ns": self.gvt_ns, "participants": rows, "pending_collectives": pending,
-                "pending_spawns": spawns}
+                "pending_spawns": spawns, "probe_round": probe_round,
+                "running": self._running}
 
     # collectives
 
@@ -629,4 +672,6 @@ def format_report(report: dict) -> str:
                      f"missing {pc['missing_ranks']}")
     for sp in report["pending_spawns"]:
         lines.append(f"  child {sp['ticket']} (pid {sp['pid']}) announced but not registered")
+    if report.get("unanswered_probe"):
+        lines.append(f"  no answer to the timekeeper's probe from: {', '.join(report['unanswered_probe'])}")
     return "\n".join(lines)

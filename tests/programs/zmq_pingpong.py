@@ -1,8 +1,10 @@
 """Two emulated processes over ZeroMQ ipc:// sockets (what vLLM's frontend and engine use).
 
-usage: revati emulate --no-host-cpu -- python zmq_pingpong.py DIR
+usage: revati emulate --no-host-cpu -- python zmq_pingpong.py DIR [ROUNDS [REPEATS]]
 The server sleeps 0.5 s (virtual) before answering each request; the client polls with a 0.2 s
-timeout until the answer comes, then checks the answer's stamp. Prints one JSON object.
+timeout until the answer comes, then checks the answer's stamp. ROUNDS (default 3) request/answer
+pairs with one server process, REPEATS (default 1) times, each with a new server process (the
+start and exit of processes is where lost wake-ups hid); prints one JSON object.
 """
 import json
 import multiprocessing as mp
@@ -12,13 +14,13 @@ import time
 import zmq
 
 
-def server(path):
+def server(path, n_rounds):
     ctx = zmq.Context()
     rep = ctx.socket(zmq.PULL)
     rep.bind(f"ipc://{path}/req")
     out = ctx.socket(zmq.PUSH)
     out.connect(f"ipc://{path}/resp")
-    for _ in range(3):
+    for _ in range(n_rounds):
         parts = rep.recv_multipart()        # a blocking receive: a virtual wait
         time.sleep(0.5)
         out.send_multipart([parts[0], json.dumps(time.perf_counter()).encode()])
@@ -26,19 +28,15 @@ def server(path):
     rep.close()
 
 
-if __name__ == "__main__":
-    path = sys.argv[1]
-    ctx = zmq.Context()
-    resp = ctx.socket(zmq.PULL)
-    resp.bind(f"ipc://{path}/resp")
+def client(path, n_rounds, ctx, resp):
     req = ctx.socket(zmq.PUSH)
     req.connect(f"ipc://{path}/req")
-    p = mp.get_context("spawn").Process(target=server, args=(path,))
+    p = mp.get_context("spawn").Process(target=server, args=(path, n_rounds))
     p.start()
     rounds = []
     poller = zmq.Poller()
     poller.register(resp, zmq.POLLIN)
-    for i in range(3):
+    for i in range(n_rounds):
         t_send = time.perf_counter()
         req.send_multipart([str(i).encode(), b"x"])
         empty_polls = 0
@@ -48,4 +46,19 @@ if __name__ == "__main__":
         rounds.append({"tag": tag.decode(), "send": t_send, "server_sent": json.loads(sent_at),
                        "received": time.perf_counter(), "empty_polls": empty_polls})
     p.join()
-    print(json.dumps({"rounds": rounds}))
+    req.close(linger=0)
+    return rounds
+
+
+if __name__ == "__main__":
+    path = sys.argv[1]
+    n_rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    ctx = zmq.Context()
+    resp = ctx.socket(zmq.PULL)
+    resp.bind(f"ipc://{path}/resp")
+    runs = []
+    for _ in range(repeats):
+        runs.append(client(path, n_rounds, ctx, resp))
+        print(f"repeat {len(runs)} of {repeats} done", file=sys.stderr, flush=True)
+    print(json.dumps({"rounds": runs[0], "repeats": [r[-1] for r in runs]}))
