@@ -2,11 +2,14 @@
 
 The launcher owns the emulation's lifetime: it prepares the injected environment (revati/inject.py),
 starts the timekeeper when one is needed, runs the command in its own process group (so nothing
-is left behind on Ctrl-C, a crash or a deadlock), and gathers each process's summary.
+is left behind on Ctrl-C, a crash or a deadlock), and gathers each process's summary. Whatever
+ends revati (Ctrl-C, SIGTERM, SIGHUP, even SIGKILL) ends everything it started: see Note [No
+orphans] in revati/lifetime.py. Its temporary folders are removed on the way out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from revati.inject import injection_env
+from revati.lifetime import termination_signals, tie_to_parent
 from revati.shim.config import EmulationConfig
 from revati.shim.sockets import EMU_DIR_ENV
 from revati.shim.vtime import EPOCH_ENV, MONO_ENV
@@ -68,57 +72,54 @@ def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
     """
     from revati.shim.coord.server import TimekeeperConfig, start_timekeeper
 
-    stats_dir = cfg.stats_dir
-    tmp = None
-    if stats_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="revati-stats-")
-        stats_dir = cfg.stats_dir = tmp.name
-    Path(stats_dir).mkdir(parents=True, exist_ok=True)
-    env = emulation_env(cfg, base_env)
-    emu_dir = tempfile.TemporaryDirectory(prefix="revati-emu-")
-    env[EMU_DIR_ENV] = emu_dir.name  # the registry of endpoints (Note in revati/shim/sockets.py)
-    tk = start_timekeeper(TimekeeperConfig(deadlock_timeout_s=deadlock_timeout_s))
-    t0 = time.monotonic()
-    procs: list[subprocess.Popen] = []
-    deadlock = None
-    try:
-        for command in ([cmd, client_cmd] if client_cmd else [cmd]):
-            ticket = tk.expect_child(timeout_s=120.0)
-            child_env = dict(env, **tk.env(ticket))
-            procs.append(subprocess.Popen(command, env=child_env, cwd=cwd, start_new_session=True))
-            tk.child_started(ticket, procs[-1].pid)
-        main = procs[-1]
-        returncode = _wait(main, tk, timeout_s)
-        if tk.exit_status == DEADLOCK_EXIT:
-            deadlock = tk.deadlock_report or {"error": "deadlock (no report)"}
-            returncode = DEADLOCK_EXIT
-        if client_cmd and deadlock is None:
-            server = procs[0]
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGTERM)
-                try:
-                    server.wait(timeout=server_stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    pass
-    except BaseException:
-        for p in procs:
-            _kill_group(p)
-        raise
-    finally:
-        for p in procs:
-            _kill_group(p, only_leftovers=deadlock is None and p is procs[-1])
-        tk.stop()
-    wall = time.monotonic() - t0
-    processes = []
-    for f in sorted(Path(stats_dir).glob("process-*.json")):
+    with contextlib.ExitStack() as cleanup, termination_signals():
+        stats_dir = cfg.stats_dir
+        if stats_dir is None:
+            stats_dir = cfg.stats_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="revati-stats-"))
+        Path(stats_dir).mkdir(parents=True, exist_ok=True)
+        env = emulation_env(cfg, base_env)
+        # the registry of endpoints (Note in revati/shim/sockets.py)
+        env[EMU_DIR_ENV] = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="revati-emu-"))
+        tk = start_timekeeper(TimekeeperConfig(deadlock_timeout_s=deadlock_timeout_s, parent_pid=os.getpid()))
+        t0 = time.monotonic()
+        procs: list[subprocess.Popen] = []
+        deadlock = None
         try:
-            processes.append(json.loads(f.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    if tmp is not None:
-        tmp.cleanup()
-    emu_dir.cleanup()
-    return EmulationResult(returncode, wall, processes, deadlock, tk.stats)
+            for command in ([cmd, client_cmd] if client_cmd else [cmd]):
+                ticket = tk.expect_child(timeout_s=120.0)
+                child_env = dict(env, **tk.env(ticket))
+                procs.append(subprocess.Popen(command, env=child_env, cwd=cwd, start_new_session=True,
+                                              preexec_fn=tie_to_parent()))
+                tk.child_started(ticket, procs[-1].pid)
+            main = procs[-1]
+            returncode = _wait(main, tk, timeout_s)
+            if tk.exit_status == DEADLOCK_EXIT:
+                deadlock = tk.deadlock_report or {"error": "deadlock (no report)"}
+                returncode = DEADLOCK_EXIT
+            if client_cmd and deadlock is None:
+                server = procs[0]
+                if server.poll() is None:
+                    os.killpg(server.pid, signal.SIGTERM)
+                    try:
+                        server.wait(timeout=server_stop_timeout_s)
+                    except subprocess.TimeoutExpired:
+                        pass
+        except BaseException:
+            for p in procs:
+                _kill_group(p)
+            raise
+        finally:
+            for p in procs:
+                _kill_group(p, only_leftovers=deadlock is None and p is procs[-1])
+            tk.stop()
+        wall = time.monotonic() - t0
+        processes = []
+        for f in sorted(Path(stats_dir).glob("process-*.json")):
+            try:
+                processes.append(json.loads(f.read_text()))
+            except (OSError, json.JSONDecodeError):
+                continue
+        return EmulationResult(returncode, wall, processes, deadlock, tk.stats)
 
 
 def _wait(proc: subprocess.Popen, tk, timeout_s: float | None) -> int:

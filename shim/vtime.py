@@ -46,10 +46,28 @@ def connect_coordinator(cfg, lvt_fn=None) -> Any:
 
     coord = Coordinator.from_env(cfg.process_name or _default_name(), lvt_fn=lvt_fn)
     if coord is not None:
+        coord.on_lost = _stop_this_process
         return coord
     from revati.shim.local_coord import LocalCoordinator
 
     return LocalCoordinator(start_ns=0)
+
+
+def _stop_this_process(error: BaseException) -> None:
+    """The timekeeper vanished (revati emulate was killed): this process's clock means nothing
+    any more, so it ends -- SIGTERM now (the program may clean up), SIGKILL 5 s later.
+    See Note [No orphans] in revati/lifetime.py."""
+    import _thread
+    import signal
+
+    print(f"revati: {error}; the emulation is over, stopping pid {os.getpid()}", file=sys.stderr)
+
+    def kill_later() -> None:
+        REAL["sleep"](5.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _thread.start_new_thread(kill_later, ())
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _default_name() -> str:

@@ -32,6 +32,7 @@ from typing import Callable
 
 from revati import inject, parquet_io
 from revati.errors import BadInput, TraceError
+from revati.lifetime import tie_to_parent
 from revati.paths import user_traces_dir
 from revati.tracer import cuda_libs, run_folder, steps, tables
 from revati.tracer.config import TraceConfig
@@ -131,7 +132,8 @@ def run_trace(config: TraceConfig, cmd: list[str], *, log: Callable[[str], None]
 
     log(f"tracing ({'+'.join(config.backends)}) into {run_dir}")
     try:
-        proc = subprocess.Popen(cmd, env=env)
+        # See Note [No orphans] in revati/lifetime.py: even a SIGKILL of revati ends the command.
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=tie_to_parent())
     except OSError as exc:
         if bpf is not None:
             bpf.finish()
@@ -161,7 +163,7 @@ def _wait(proc: subprocess.Popen, bpf) -> tuple[int, set[int]]:
 
     Ctrl-C reaches the command from the terminal (same process group); revati ignores it and
     waits for the command to finish writing its tables; forwarding it again could interrupt
-    that. SIGTERM, sent to revati alone, is passed on to the command.
+    that. SIGTERM and SIGHUP, sent to revati alone, are passed on to the command.
     """
     descendants: set[int] = set()
     forwarded = {}
@@ -172,7 +174,8 @@ def _wait(proc: subprocess.Popen, bpf) -> tuple[int, set[int]]:
         except ProcessLookupError:
             pass
 
-    for sig, handler in ((signal.SIGINT, lambda _s, _f: None), (signal.SIGTERM, forward)):
+    for sig, handler in ((signal.SIGINT, lambda _s, _f: None), (signal.SIGTERM, forward),
+                         (signal.SIGHUP, forward)):
         try:
             forwarded[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread

@@ -65,7 +65,13 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli.main(args=argv, prog_name="revati")
+    from revati.lifetime import Terminated
+
+    try:
+        cli.main(args=argv, prog_name="revati")
+    except Terminated as exc:  # everything revati started is stopped by now (Note [No orphans])
+        click.echo(f"revati: {exc}; stopped what it had started", err=True)
+        sys.exit(128 + exc.signum)
 
 
 if __name__ == "__main__":  # pragma: no cover

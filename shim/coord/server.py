@@ -9,12 +9,16 @@ Usage::
 
     python -m revati.shim.coord.server --address unix:/run/me/tk.sock \\
         [--deadlock-timeout-s 10] [--stall-check-ms 100] [--expect TICKET ...] \\
-        [--exit-when-empty] [--report deadlock.json] [--stats stats.json] [--verbose]
+        [--exit-when-empty] [--report deadlock.json] [--stats stats.json] [--verbose] \\
+        [--parent-pid PID]
 
 It prints one JSON line when it listens (``{"address": ..., "pid": ...}``; plus ``"token"``
 when ``REVATI_COORD_TOKEN`` was not set and it made one) and exits 0 when stopped (SIGTERM,
 SIGINT, or everybody left with ``--exit-when-empty``), 3 after a deadlock (the report goes to
-stderr and to ``--report``), 2 on bad arguments, 1 on an internal error.
+stderr and to ``--report``), 2 on bad arguments, 1 on an internal error. With ``--parent-pid``
+(what ``revati emulate`` passes) it ignores SIGINT -- Ctrl-C reaches the launcher, which stops
+the program before the timekeeper -- and when that parent dies it stops every process group the
+launcher announced and every participant, then exits 4 (Note [No orphans] in revati/lifetime.py).
 
 From Python::
 
@@ -33,6 +37,7 @@ import hmac
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from revati.errors import TimekeeperLost
+from revati.lifetime import stop_process_groups
 from revati.shim.coord.core import (
     EXIT_ERROR, EXIT_OK, EXIT_USAGE, CoreConfig, ProtocolViolation, Timekeeper, format_report,
     pid_alive,
@@ -56,6 +62,7 @@ from revati.shim.coord.wire import (
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 FLUSH_ON_STOP_S = 2.0
+EXIT_ORPHANED = 4  # the parent (revati emulate) died; the emulation was torn down
 
 
 @dataclass
@@ -70,6 +77,7 @@ class TimekeeperConfig:
     report_path: str | None = None
     stats_path: str | None = None
     verbose: bool = False
+    parent_pid: int | None = None  # tear the emulation down when this process is gone
 
     def __post_init__(self) -> None:
         self.core_config()  # validates the numbers
@@ -124,6 +132,7 @@ class TimekeeperServer:
         self._trace = open(trace_path, "a", buffering=1) if trace_path else None
         self._trace_t0 = now
         self._trace_last: tuple | None = None
+        self._launched_pids: list[int] = []  # children the launcher started (group leaders)
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -206,6 +215,9 @@ class TimekeeperServer:
             if now >= next_tick:
                 core.tick(now)
                 next_tick = now + period
+                if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
+                    self._tear_down()
+                    return EXIT_ORPHANED
             core.settle(now)
             if self._trace is not None:
                 self._trace_states(now)
@@ -216,6 +228,13 @@ class TimekeeperServer:
                     self.report = report
                     print(f"revati timekeeper: {format_report(report)}", file=sys.stderr)
                 return status
+
+    def _tear_down(self) -> None:
+        # See Note [No orphans] in revati/lifetime.py: revati emulate died (even by SIGKILL).
+        pids = [p.pid for p in self.core.participants.values() if p.pid != os.getpid()]
+        print(f"revati timekeeper: revati emulate (pid {self.config.parent_pid}) is gone; stopping "
+              f"{len(self._launched_pids)} process group(s) and {len(pids)} process(es)", file=sys.stderr)
+        stop_process_groups(self._launched_pids, pids)
 
     def _trace_states(self, now: float) -> None:
         # One line per change of who is running/blocked (REVATI_TIMEKEEPER_TRACE=FILE): where
@@ -265,6 +284,8 @@ class TimekeeperServer:
                         return
                     continue
                 msg = decode(body, C2S)
+                if msg[0] == "spawn_pid" and conn.pid in core.controls:
+                    self._launched_pids.append(msg[2])
                 core.message(conn.pid, msg, now)
                 if conn.pid not in core.participants and conn.pid not in core.controls:
                     self._close(conn, now)  # said bye
@@ -443,6 +464,7 @@ class TimekeeperHandle:
     _stats_path: str | None = None
     _control: Any = None
     _control_lock: threading.Lock = field(default_factory=threading.Lock)
+    _outputs: dict | None = None  # report and stats, read before the private folder is removed
 
     @property
     def pid(self) -> int:
@@ -510,10 +532,19 @@ class TimekeeperHandle:
                 status = self._proc.wait()
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
+            self._remove_files()
             return status
         self._server.request_stop()
         self._thread.join(timeout_s)
         return self._server.exit_status if self._server.exit_status is not None else EXIT_ERROR
+
+    def _remove_files(self) -> None:
+        # Nothing left behind in /tmp (one revati-tk-* folder per run used to stay): keep what
+        # the properties below report, then remove the private folder.
+        if self._outputs is None:
+            self._outputs = {"report": _read_json(self._report_path), "stats": _read_json(self._stats_path)}
+        if self._files_dir is not None:
+            shutil.rmtree(self._files_dir, ignore_errors=True)
 
     @property
     def exit_status(self) -> int | None:
@@ -525,6 +556,8 @@ class TimekeeperHandle:
     def deadlock_report(self) -> dict | None:
         if self._server is not None:
             return self._server.report
+        if self._outputs is not None:
+            return self._outputs["report"]
         return _read_json(self._report_path)
 
     @property
@@ -535,6 +568,8 @@ class TimekeeperHandle:
                 return None
             return {"exit_status": self._server.exit_status, "cpu_s": self._server.cpu_s,
                     "gvt_ns": self._server.core.gvt_ns, **asdict(self._server.core.stats)}
+        if self._outputs is not None:
+            return self._outputs["stats"]
         return _read_json(self._stats_path)
 
 
@@ -578,6 +613,8 @@ def start_timekeeper(config: TimekeeperConfig | None = None, mode: str = "proces
         args.append("--exit-when-empty")
     if config.verbose:
         args.append("--verbose")
+    if config.parent_pid is not None:
+        args += ["--parent-pid", str(config.parent_pid)]
     env = dict(os.environ)
     env.pop("REVATI_INJECT", None)  # the timekeeper runs on the real clock
     env[ENV_TOKEN] = token
@@ -589,6 +626,7 @@ def start_timekeeper(config: TimekeeperConfig | None = None, mode: str = "proces
     if line is None:
         proc.kill()
         proc.wait()
+        shutil.rmtree(files_dir, ignore_errors=True)
         raise TimekeeperLost(address, f"the timekeeper did not start (exit {proc.returncode})")
     ready = json.loads(line)
     return TimekeeperHandle(ready["address"], token, mode, _proc=proc, _files_dir=files_dir,
@@ -634,6 +672,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="write the deadlock report (JSON) here")
     p.add_argument("--stats", default=None, help="write counters and CPU time (JSON) here")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="stop the emulation's processes and exit when this process is gone")
     return p
 
 
@@ -645,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
             address=args.address, token=token, deadlock_timeout_s=args.deadlock_timeout_s,
             stall_check_ms=args.stall_check_ms, spawn_timeout_s=args.spawn_timeout_s,
             exit_when_empty=args.exit_when_empty, expect=tuple(args.expect),
-            report_path=args.report, stats_path=args.stats, verbose=args.verbose)
+            report_path=args.report, stats_path=args.stats, verbose=args.verbose,
+            parent_pid=args.parent_pid)
         server = TimekeeperServer(config)
         address = server.bind()
     except Exception as exc:  # bad address, address in use, bad numbers
@@ -653,6 +694,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.request_stop())
+    if args.parent_pid is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher stops us after the program
+        if os.getppid() != args.parent_pid:  # it died while we started
+            return EXIT_ORPHANED
     # `kill -USR1 <timekeeper pid>`: print everybody's state (a stuck emulation's first clue).
     signal.signal(signal.SIGUSR1, lambda *_: print(json.dumps(server.core.report(), indent=1, default=str),
                                                    file=sys.stderr, flush=True))
@@ -661,7 +706,13 @@ def main(argv: list[str] | None = None) -> int:
         ready["token"] = server.token
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
-    return server.serve()
+    status = server.serve()
+    if status == EXIT_ORPHANED:
+        # Nobody is left to read the report and stats: remove the launcher's private folder.
+        for path in {os.path.dirname(p) for p in (args.report, args.stats) if p}:
+            if os.path.basename(path).startswith("revati-tk-"):
+                shutil.rmtree(path, ignore_errors=True)
+    return status
 
 
 if __name__ == "__main__":
