@@ -63,7 +63,7 @@ fi
 # (torchcodec raises at import inside transformers' media helpers); vLLM needs neither for text.
 # torchvision stays: revati.shim.engines.torchvision_compat lets its Python part import.
 "$VENV/bin/python" -m pip uninstall -y torchaudio torchcodec >/dev/null 2>&1 || true
-"${PIP[@]}" numpy pyarrow duckdb click rich pyyaml pytest hypothesis
+"${PIP[@]}" numpy pyarrow duckdb click rich pyyaml scipy pytest hypothesis
 "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps -e "$REPO"
 
 verify
