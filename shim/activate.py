@@ -56,6 +56,8 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
 
     sockets.install(rt.clock, waits)
     engines.install(rt)  # serving-engine adapters, applied when the program imports them
+    # Everything above (the predictor included) is revati's own start-up, not the program's.
+    rt.clock.forget_host_cpu_so_far()
     _ACTIVE["runtime"] = rt
     atexit.register(_at_exit)
     return rt

@@ -51,6 +51,14 @@ class ProcessClock:
     def now(self) -> int:
         return self.now_at(cpu_ns())
 
+    def forget_host_cpu_so_far(self) -> None:
+        """CPU time spent until now was revati's (activation: torch's CUDA stand-ins, the
+        predictor), not the program's: the clock keeps its reading and counts from here."""
+        with self._lock:
+            cpu = cpu_ns()
+            self._base_cpu = cpu
+            self._base_excl = self._excluded()
+
     def exclude(self, ns: int) -> None:
         """CPU time spent in revati, not in the program."""
         self.shim_cpu_ns += ns

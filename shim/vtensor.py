@@ -780,12 +780,33 @@ def _cuda_index(device) -> int:
     return _runtime_mod._RUNTIME.gpus.current_device()  # type: ignore[union-attr]
 
 
+_FIRST_USE_DONE: list[bool] = []
+
+
+def _first_use() -> None:
+    """Imports that torch makes only because a tensor subclass is about, done on the shim's time.
+
+    The first op on a VTensor makes torch's C++ argument parser import
+    ``torch.distributed.tensor`` (sympy and all: ~0.5 s of CPU here) to check for DTensor. A
+    GPU box running plain tensors never pays that, so it must not reach the program's clock
+    (DESIGN §4: nothing revati does for itself moves a program's clock); the first factory call
+    runs it inside its excluded region.
+    """
+    _FIRST_USE_DONE.append(True)
+    try:
+        import torch.distributed.tensor  # noqa: F401
+    except Exception:  # a build without distributed: nothing to pre-import
+        pass
+
+
 def _factory(shape, stride, dtype, device) -> VTensor:
     rt = _runtime_mod._RUNTIME
     depth = getattr(_TLS, "depth", 0)
     cpu0 = cpu_ns()
     _TLS.depth = depth + 1
     try:
+        if not _FIRST_USE_DONE:
+            _first_use()
         rt.stats.ops += 1
         dev = _cuda_index(device)
         t = alloc_vtensor(shape, stride, dtype, dev)
