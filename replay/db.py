@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -42,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from revati import gpus, parquet_io, paths, schema
-from revati.errors import BadInput, QueryError, SchemaError
+from revati.errors import BadInput, QueryError, ReadOnlyQuery, SchemaError
 
 DB_FILENAME = "revati.duckdb"
 SCHEMA_DIRNAME = "_schema"
@@ -266,7 +267,9 @@ class KernelDB:
         self.close()
 
     def query(self, sql: str, params: dict | list | None = None) -> pa.Table:
-        """Run SQL; any DuckDB error becomes a one-line QueryError."""
+        """Run SQL that only reads (see :func:`check_read_only`); any DuckDB error becomes a
+        one-line QueryError."""
+        check_read_only(sql)
         try:
             rel = self.con.sql(sql, params=params)
             return rel.to_arrow_table() if rel is not None else pa.table({})
@@ -336,6 +339,36 @@ class KernelDB:
             ORDER BY total_ns DESC, source, gpu, op, kernel
             LIMIT $limit"""
         return self.query(sql, {"gpu": gpu_key, "op": op, "source": source, "limit": limit})
+
+
+# Note [Queries only read]
+# The database file is opened read-only, but DuckDB can still write *files* from a read-only
+# connection (COPY ... TO, EXPORT DATABASE, ATTACH of a new database, INSTALL, a profiling_output
+# SET) -- and a COPY into a trace root replaces a stored table. Turning off external access would
+# also stop the views reading their Parquet files, so instead every statement is classified by
+# DuckDB's own parser and only queries run: SELECT (which covers WITH, FROM-first, VALUES,
+# DESCRIBE, SUMMARIZE, SHOW, TABLE) and EXPLAIN of one (EXPLAIN ANALYZE runs its statement).
+# No SELECT can write: the query() table function accepts SELECT only.
+
+_QUERY_TYPES = frozenset({duckdb.StatementType.SELECT})
+_EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+|\((?:[^()]|\([^()]*\))*\)\s*)?", re.IGNORECASE)
+
+
+def check_read_only(sql: str) -> None:
+    """Raise ReadOnlyQuery unless every statement of ``sql`` is a query (see Note [Queries only read])."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(sql, f"SQL error: {_first_line(exc)}") from None
+    for st in statements:
+        if st.type == duckdb.StatementType.EXPLAIN:
+            inner = _EXPLAIN_PREFIX.sub("", st.query, count=1)
+            if inner != st.query and inner.strip().rstrip(";").strip():
+                check_read_only(inner)
+                continue
+        if st.type not in _QUERY_TYPES:
+            words = st.query.split()
+            raise ReadOnlyQuery(sql, words[0].upper() if words else st.type.name)
 
 
 def _locked(exc: BaseException) -> bool:

@@ -14,9 +14,14 @@ import decimal
 import io
 import json
 import math
+import os
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from revati import paths
+from revati.errors import BadInput
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -71,6 +76,31 @@ def to_parquet(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
+
+
+def revati_stores() -> list[Path]:
+    """The folders revati owns: REVATI_HOME (database, traces, imports, models) and the traces
+    and models shipped with the package. Query results are never written into them."""
+    return [paths.revati_home(), paths.embedded_traces_dir(), paths.embedded_models_dir()]
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """The file ``-o`` may write: in an existing folder, not a folder itself, outside every store
+    (a result written there would replace or join a stored table). Returns the path; BadInput otherwise."""
+    path = Path(path).expanduser()
+    target = path.absolute().resolve()        # follows symlinks: a link into a store is refused too
+    for store in revati_stores():
+        store = store.absolute().resolve()
+        if target == store or store in target.parents:
+            raise BadInput(path, f"inside revati's own store {store}: -o writes only outside it")
+    parent = target.parent
+    if not parent.exists():
+        raise BadInput(path, f"no such folder {parent} (create it first)")
+    if not parent.is_dir():
+        raise BadInput(path, f"{parent} is not a folder")
+    if target.is_dir():
+        raise BadInput(path, "is a folder, not a file")
+    return path
 
 
 def encode(table: pa.Table, fmt: str) -> bytes:

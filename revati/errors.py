@@ -58,6 +58,16 @@ class QueryError(RevatiError):
         super().__init__(message)
 
 
+class ReadOnlyQuery(QueryError):
+    """A query would change something (COPY ... TO, CREATE, INSERT, ATTACH, INSTALL, SET, ...):
+    queries over the kernel database only read; ``statement`` is the refused statement's keyword."""
+
+    def __init__(self, sql: str, statement: str):
+        self.statement = statement
+        super().__init__(sql, f"SQL error: {statement} refused: queries are read-only (SELECT, WITH, DESCRIBE, "
+                              "SUMMARIZE, SHOW, EXPLAIN); write a result with -o FILE")
+
+
 class ModelNotFound(RevatiError):
     def __init__(self, gpu: str, where: object):
         self.gpu = gpu

@@ -38,6 +38,9 @@ class AllocatorOOM(Exception):
         self.requested_bytes = requested_bytes
         self.stats = stats
         self.capacity_bytes = capacity_bytes
+        # ``stats`` is live (frees while the error unwinds change it): the numbers at the failure
+        self.allocated_bytes = stats.allocated_bytes
+        self.free_bytes = max(capacity_bytes - stats.reserved_bytes, 0)
         super().__init__(requested_bytes)
 
 

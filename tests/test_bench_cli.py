@@ -44,3 +44,20 @@ def test_unreachable_server_fails_cleanly_and_still_writes_files(tmp_path):
     assert m["completed"] == 0 and m["failed"] == 2
     res = CliRunner().invoke(cli, ["bench", "serve", "--base-url", base, "--num-prompts", "1"])
     assert res.exit_code == 1 and "cannot reach the server" in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset-name", "mooncake", "--dataset-path", "/nonexistent.jsonl"], "/nonexistent.jsonl: no such file"),
+    (["--dataset-name", "azure", "--dataset-path", "/nonexistent.parquet"], "neither a shipped request trace"),
+    (["--dataset-name", "mooncake", "--dataset-path", "/"], "a folder, not a trace file"),
+])
+def test_missing_dataset_path_fails_before_waiting_for_the_server(args, message):
+    """No --model: the server would be asked for its model first (here: wait up to 60 s)."""
+    import time
+
+    t0 = time.monotonic()
+    res = CliRunner().invoke(cli, ["bench", "serve", "--base-url", f"http://127.0.0.1:{_closed_port()}",
+                                   "--ready-check-timeout-sec", "60", "--num-prompts", "1", *args])
+    assert res.exit_code != 0 and time.monotonic() - t0 < 30
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.output, res.output

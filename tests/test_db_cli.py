@@ -383,3 +383,100 @@ def test_info_warns_about_the_same_run_in_two_folders(isolated_home):
     copy.write_bytes(shipped_runs.read_bytes())
     res = run("info")
     assert res.exit_code == 0 and "warning: 1 run(s) appear in more than one file" in res.output
+
+
+# -- queries only read; -o writes only outside revati's stores (issue 15, item 5) ----------------
+
+@pytest.mark.parametrize("template, refused", [
+    ("COPY (SELECT 1 AS x) TO '{runs}'", "COPY"),
+    ("COPY (SELECT 1 AS x) TO '{runs}' (FORMAT parquet)", "COPY"),
+    ("EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{runs}'", "COPY"),
+    ("SELECT 1; COPY (SELECT 1 AS x) TO '{runs}'", "COPY"),
+    ("EXPORT DATABASE '{dest}/export'", "EXPORT"),
+    ("CREATE TABLE t AS SELECT 1", "CREATE"),
+    ("CREATE OR REPLACE VIEW runs AS SELECT 1", "CREATE"),
+    ("INSERT INTO runs (run_id) VALUES ('x')", "INSERT"),
+    ("DROP VIEW runs", "DROP"),
+    ("ATTACH '{dest}/new.duckdb' AS other", "ATTACH"),
+    ("INSTALL httpfs", "INSTALL"),
+    ("LOAD httpfs", "LOAD"),
+    ("SET profiling_output = '{runs}'", "SET"),
+    ("PRAGMA enable_profiling", "PRAGMA"),
+    ("CALL pragma_version()", "CALL"),
+    ("CHECKPOINT", "CHECKPOINT"),
+])
+def test_queries_cannot_write(stored_import, tmp_path, template, refused, isolated_home):
+    _, dest, snapshot = stored_import
+    sql = template.format(runs=dest / "runs.parquet", dest=tmp_path)
+    assert run("info").exit_code == 0                                    # the database file exists
+    stored = kdb.db_path(isolated_home).read_bytes()
+    assert_one_line_error(run("query", sql), f"{refused} refused", "read-only", "-o FILE")
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == snapshot
+    assert kdb.db_path(isolated_home).read_bytes() == stored
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vidur"]      # no export, no new database
+    assert run("info").exit_code == 0
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*) AS n FROM runs",
+    "WITH r AS (SELECT * FROM runs) SELECT count(*) AS n FROM r",
+    "FROM op_samples SELECT count(*) AS n",
+    "DESCRIBE op_samples",
+    "SUMMARIZE SELECT 1 AS x",
+    "SHOW TABLES",
+    "EXPLAIN SELECT count(*) FROM op_samples",
+    "EXPLAIN ANALYZE SELECT count(*) FROM runs",
+    "SELECT 1 AS a; SELECT 2 AS b",
+])
+def test_read_only_queries_still_work(sql):
+    res = run("query", sql, "--format", "csv")
+    assert res.exit_code == 0, res.output
+    assert res.output.strip()
+
+
+def _stores(isolated_home):
+    return {"home": isolated_home / "out.csv",
+            "stored table": isolated_home / "traces" / "imports" / "vidur" / "runs.parquet",
+            "shipped traces": paths.embedded_traces_dir() / "out.csv",
+            "shipped models": paths.embedded_models_dir() / "out.csv"}
+
+
+@pytest.mark.parametrize("store", ["home", "stored table", "shipped traces", "shipped models"])
+def test_output_refuses_revati_stores(stored_import, isolated_home, store):
+    _, dest, snapshot = stored_import
+    target = _stores(isolated_home)[store]
+    existed = target.exists()
+    assert_one_line_error(run("query", "SELECT 1 AS x", "-o", str(target), "--format", "parquet"),
+                          "inside revati's own store")
+    assert target.exists() == existed
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == snapshot
+
+
+def test_output_refuses_a_link_into_a_store(tmp_path, isolated_home):
+    (isolated_home / "traces").mkdir(parents=True, exist_ok=True)
+    link = tmp_path / "link"
+    link.symlink_to(isolated_home / "traces")
+    assert_one_line_error(run("query", "SELECT 1 AS x", "-o", str(link / "x.csv")), "inside revati's own store")
+    assert not (isolated_home / "traces" / "x.csv").exists()
+
+
+def test_output_into_a_missing_folder_is_an_error(tmp_path):
+    target = tmp_path / "missing" / "deeper" / "out.csv"
+    assert_one_line_error(run("query", "SELECT 1 AS x", "-o", str(target)), "no such folder", "missing")
+    assert not (tmp_path / "missing").exists()
+    below_file = tmp_path / "file"
+    below_file.write_text("x")
+    assert_one_line_error(run("query", "SELECT 1 AS x", "-o", str(below_file / "out.csv")), "not a folder")
+
+
+@pytest.mark.parametrize("below", ["file/sub", "file/sub/deeper"])
+def test_import_to_below_a_regular_file_is_one_line(tmp_path, below):
+    src = tmp_path / "vidur"
+    db_samples.write_vidur_mlp(src)
+    (tmp_path / "file").write_text("not a folder\n")
+    dest = tmp_path / below
+    assert_one_line_error(run("import", "vidur", str(src), "--to", str(dest), "-q"),
+                          str(dest), "is a file, not a folder")
+    assert (tmp_path / "file").read_text() == "not a folder\n"
+    assert_one_line_error(run("import", "vidur", str(src), "--to", "/etc/hostname/sub", "-q"),
+                          "/etc/hostname is a file")

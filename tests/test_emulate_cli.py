@@ -88,3 +88,84 @@ def test_timeline_export_has_kernels_on_stream_tracks_and_host_syncs(tmp_path):
     assert all(e["dur"] > 0 for e in kernels)
     syncs = [e for e in events if e.get("cat") == "sync" and e["name"] == "device synchronize"]
     assert syncs and syncs[-1]["ts"] + syncs[-1]["dur"] >= max(e["ts"] + e["dur"] for e in kernels) - 1e-3
+
+
+# -- bad input: one line, non-zero, nothing started (issue 15, item 4) ---------------------------
+
+def _one_line_error(proc, *needles: str) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def not_executable(tmp_path):
+    path = tmp_path / "script.sh"
+    path.write_text("#!/bin/sh\necho hi\n")
+    path.chmod(0o644)
+    return path
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--", "/no/such/cmd"], ["/no/such/cmd", "command not found"]),
+    (["--", "no-such-program-revati-test"], ["no-such-program-revati-test", "command not found"]),
+    (["--", "NOT_EXECUTABLE"], ["script.sh", "not executable"]),
+    (["--", "FOLDER"], ["is a folder"]),
+    (["--request-rat", "4", "--", "true"], ["--request-rat", "did you mean --request-rate?"]),
+    (["--model", "no-such-model"], ["no-such-model", "llama-2-70b", "qwen2.5-7b", "mistral-7b", "tiny-llama"]),
+    (["--model", "FOLDER"], ["config.json"]),
+    (["--dataset-name", "mooncake", "--dataset-path", "/no/such.jsonl"], ["/no/such.jsonl", "no such file"]),
+    (["--dataset-name", "azure", "--dataset-path", "/no/such.parquet"], ["/no/such.parquet", "azure_conv_2023"]),
+    (["--dataset-path", "/no/such.jsonl"], ["takes no dataset_path"]),
+    (["--serve-port", "8000", "--dataset-name", "mooncake", "--dataset-path", "/no/such.jsonl", "--", "true"],
+     ["/no/such.jsonl", "no such file"]),
+])
+def test_bad_command_model_or_dataset_is_one_line(args, needles, not_executable, tmp_path):
+    args = [str(not_executable) if a == "NOT_EXECUTABLE" else str(tmp_path) if a == "FOLDER" else a for a in args]
+    proc = _revati("emulate", *args, timeout=60)
+    _one_line_error(proc, *needles)
+
+
+@pytest.mark.hf
+def test_every_shipped_model_name_resolves_without_the_hub():
+    """README's names are built-in shapes or weightless directories (never a Hub download)."""
+    pytest.importorskip("transformers")
+    from transformers import AutoConfig
+
+    from revati import models_zoo
+    from revati.shim.drivers import hf_cb
+
+    readme = {"llama-2-7b", "llama-2-70b", "llama-3-8b", "qwen2.5-7b", "mistral-7b", "tiny-llama"}
+    assert readme <= set(hf_cb.known_models()) and set(models_zoo.names()) <= set(hf_cb.known_models())
+    for name in sorted(readme):
+        source = hf_cb.model_source(name)
+        if isinstance(source, str):
+            cfg = AutoConfig.from_pretrained(source)     # offline: a local directory
+            assert cfg.hidden_size == models_zoo.config(name)["hidden_size"]
+        else:
+            assert source["hidden_size"] > 0
+
+
+@pytest.mark.hf
+@pytest.mark.slow
+def test_main_job_runs_a_shipped_model_that_has_no_built_in_shape(tmp_path):
+    pytest.importorskip("transformers")
+    out = tmp_path / "res"
+    proc = _revati("emulate", "--model", "qwen2.5-7b", "--num-prompts", "1", "--random-input-len", "16",
+                   "--random-output-len", "2", "--result-dir", str(out), "-q", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["completed"] == 1 and metrics["model"] == "qwen2.5-7b"
+
+
+@pytest.mark.hf
+def test_virtual_oom_in_the_main_job_is_one_line():
+    """A 70B model in 16-bit does not fit in an A100's 80 GB: one line naming the GPU, what the
+    model asked for and what was free (the weights fail fast: a few seconds)."""
+    pytest.importorskip("transformers")
+    proc = _revati("emulate", "--gpu", "a100", "--model", "llama-2-70b", "--num-prompts", "1", timeout=120)
+    line = _one_line_error(proc, "out of memory", "a100_sxm_80gb", "asked for", "free")
+    assert proc.returncode == 1 and line.startswith("revati: ")

@@ -93,3 +93,20 @@ def test_sweep_dir_defaults_under_revati_home(isolated_home):
 def test_render_args():
     assert render_args({"a_b": 1.5, "c": None, "d": False, "e": True, "f": float("inf")}) == \
         ["--a-b", "1.5", "--e", "--f", "inf"]
+
+
+@pytest.mark.parametrize("content", [
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89",
+    bytes(range(256)) * 4,
+])
+def test_binary_sweep_file_is_bad_input(tmp_path, content):
+    path = tmp_path / "sweep.png"
+    path.write_bytes(content)
+    with pytest.raises(BadInput, match="not a text file"):
+        load_sweep(path)
+
+
+def test_unknown_gpu_is_rejected_when_the_file_is_read():
+    with pytest.raises(BadInput, match="unknown GPU 'h900'; known: .*h100_sxm"):
+        _cfg(gpus=["h100", "h900"])
+    assert _cfg(gpus=["H100", "a100-80gb"]).gpus == ("H100", "a100-80gb")   # aliases as the user wrote them

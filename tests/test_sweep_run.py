@@ -4,6 +4,7 @@ the SLO search, and the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from revati import parquet_io
 from revati.cli import cli
+from revati.errors import BadInput
 from revati.sweep.config import load_sweep
 from revati.sweep.run import run_sweep
 from revati.sweep.runner import read_run_state, run_dir_of
@@ -136,3 +138,82 @@ def test_a_sweep_of_real_emulations_orders_the_gpus(tmp_path):
     assert set(by_gpu) == {"h100", "a100"} and all(r["status"] == "ok" for r in table)
     assert all(r["completed"] == 6 for r in table)
     assert by_gpu["a100"]["mean_tpot_ms"] > by_gpu["h100"]["mean_tpot_ms"] > 0
+
+
+# -- every key checked before the first run (issue 15, item 4) -----------------------------------
+
+def _one_line(res, *needles: str) -> str:
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code != 0 and len(lines) == 1 and lines[0].startswith("Error:"), res.output
+    assert "Traceback" not in res.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("over, needles", [
+    # argparse would take --num-prompt as --num-prompts, and --request-rat as --request-rate
+    ({"workload": {"request_rat": [4, 16], "num_prompts": 40}},
+     ["workload key 'request_rat'", "revati.bench.selftest", "did you mean request_rate?", "valid keys:",
+      "num_prompts"]),
+    ({"workload": {"request_rate": 4, "num_prompt": 40}}, ["workload key 'num_prompt'", "did you mean num_prompts?"]),
+    ({"engine": {"max_num_seq": [16, 64]}}, ["engine key 'max_num_seq'", "did you mean max_num_seqs?"]),
+    ({"workload": {"request_rate": 4, "colour": "red"}}, ["workload key 'colour'", "valid keys:"]),
+])
+def test_misspelt_keys_fail_before_any_run(tmp_path, over, needles):
+    path = write_sweep(tmp_path / "s.yaml", tmp_path / "out", **over)
+    for extra in ([], ["--dry-run"]):
+        _one_line(CliRunner().invoke(cli, ["sweep", path, "-q", *extra]), str(path), *needles)
+    assert not (tmp_path / "out").exists()                 # nothing ran, nothing was written
+    with pytest.raises(BadInput, match="is not a flag of"):
+        run_sweep(load_sweep(path), jobs=1, quiet=True)     # the library checks too
+
+
+def test_default_command_workload_keys_are_flags_of_revati_emulate(tmp_path):
+    """The default command passes {workload_args} to `revati emulate` (its ignore_unknown_options
+    would take a misspelt flag for the program to run)."""
+    path = write_sweep(tmp_path / "s.yaml", tmp_path / "out", command=None, engine_command="my-server --port 8000",
+                       engine={"max_num_seqs": 8}, workload={"request_rate": 4, "num_prompt": 10})
+    _one_line(CliRunner().invoke(cli, ["sweep", path, "--dry-run"]), "workload key 'num_prompt'",
+              "`revati emulate`", "did you mean num_prompts?")
+    ok = write_sweep(tmp_path / "ok.yaml", tmp_path / "out", command=None, engine_command="my-server --port 8000",
+                     engine={"max_num_seqs_typo": 8}, workload={"request_rate": 4, "num_prompts": 10})
+    res = CliRunner().invoke(cli, ["sweep", ok, "--dry-run"])       # an unknown engine program: not asked
+    assert res.exit_code == 0 and "--max-num-seqs-typo 8" in res.output, res.output
+
+
+def test_vllm_engine_keys_are_checked_against_its_full_help(tmp_path, monkeypatch):
+    """vLLM lists its engine flags under --help=all; a fake `vllm` on PATH stands in for it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "vllm"
+    fake.write_text("#!/bin/sh\n"
+                    "if [ \"$3\" = \"--help=all\" ]; then\n"
+                    "  printf 'usage: vllm serve [model_tag] [options]\\n\\noptions:\\n  -h, --help  show this\\n"
+                    "  --max-num-seqs MAX_NUM_SEQS\\n                        Maximum sequences.\\n"
+                    "  --enable-prefix-caching, --no-enable-prefix-caching\\n"
+                    "                        Cache prefixes, e.g. --max-num-batched-tokens 8192.\\n'\n"
+                    "else\n"
+                    "  printf 'usage: vllm serve [model_tag] [options]\\n  -h, --help  show this\\n"
+                    "Use --help=all to show all options.\\n'\n"
+                    "fi\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    path = write_sweep(tmp_path / "s.yaml", tmp_path / "out", command=None, engine_command="vllm serve /m",
+                       engine={"max_num_seqs": 8, "enable_prefix_caching": True, "max_num_batched_tokens": 8192},
+                       workload={"request_rate": 4})
+    _one_line(CliRunner().invoke(cli, ["sweep", path, "--dry-run"]), "engine key 'max_num_batched_tokens'",
+              "`vllm serve /m`", "valid keys: enable_prefix_caching, max_num_seqs, no_enable_prefix_caching")
+    ok = write_sweep(tmp_path / "ok.yaml", tmp_path / "out", command=None, engine_command="vllm serve /m",
+                     engine={"max_num_seqs": 8, "enable_prefix_caching": True}, workload={"request_rate": 4})
+    assert CliRunner().invoke(cli, ["sweep", ok, "--dry-run"]).exit_code == 0
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a text file"),
+    (b"gpus: [h100, h900]\nworkload: {request_rate: 1}\n", "unknown GPU 'h900'"),
+])
+def test_cli_binary_file_or_unknown_gpu_is_one_line(tmp_path, content, needle):
+    path = tmp_path / "s.yaml"
+    path.write_bytes(content)
+    _one_line(CliRunner().invoke(cli, ["sweep", str(path)]), str(path), needle)

@@ -102,7 +102,7 @@ def serve(more_goodput: tuple[str, ...], **kw) -> None:
     from revati.bench.serve import BenchConfig, first_model, run_bench
     from revati.metrics.aggregate import MetricsConfig, parse_goodput
     from revati.metrics.result import RunExtras
-    from revati.workload.spec import WorkloadConfig
+    from revati.workload.spec import WorkloadConfig, check_dataset_path
 
     base_url = kw["base_url"] or f"http://{kw['host']}:{kw['port']}"
     try:
@@ -111,6 +111,13 @@ def serve(more_goodput: tuple[str, ...], **kw) -> None:
         extra_body = json.loads(kw["extra_body"]) if kw["extra_body"] else {}
         if not isinstance(extra_body, dict):
             raise ValueError("--extra-body must be a JSON object")
+        workload = WorkloadConfig(
+            dataset_name=kw["dataset_name"], dataset_path=kw["dataset_path"], num_prompts=kw["num_prompts"],
+            request_rate=rate, burstiness=kw["burstiness"], max_concurrency=kw["max_concurrency"],
+            random_input_len=kw["random_input_len"], random_output_len=kw["random_output_len"],
+            random_range_ratio=kw["random_range_ratio"], trace_time_scale=kw["trace_time_scale"], seed=kw["seed"],
+        )
+        check_dataset_path(workload)   # before waiting for the server: a typo is not worth a timeout
         model = kw["model"] or first_model(base_url, kw["ready_check_timeout_sec"])
         cfg = BenchConfig(
             client=ClientConfig(
@@ -118,12 +125,7 @@ def serve(more_goodput: tuple[str, ...], **kw) -> None:
                 served_model_name=kw["served_model_name"], length_control=kw["length_control"],
                 extra_body=extra_body, headers=_key_values(kw["header"], "--header"),
             ),
-            workload=WorkloadConfig(
-                dataset_name=kw["dataset_name"], dataset_path=kw["dataset_path"], num_prompts=kw["num_prompts"],
-                request_rate=rate, burstiness=kw["burstiness"], max_concurrency=kw["max_concurrency"],
-                random_input_len=kw["random_input_len"], random_output_len=kw["random_output_len"],
-                random_range_ratio=kw["random_range_ratio"], trace_time_scale=kw["trace_time_scale"], seed=kw["seed"],
-            ),
+            workload=workload,
             metrics=MetricsConfig(
                 percentiles=_floats(kw["metric_percentiles"], "--metric-percentiles"),
                 percentile_metrics=tuple(m.strip() for m in kw["percentile_metrics"].split(",") if m.strip()),

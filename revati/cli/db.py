@@ -7,6 +7,7 @@ the top-level group).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def import_(source: str, paths: tuple[Path, ...], dest: Path | None, gpus: tuple
     if source == "vidur" and latest_only:
         raise BadInput("--latest-only", "only for aiconfigurator")
     dest = dest if dest is not None else rpaths.user_traces_dir() / "imports" / source
+    _check_import_destination(dest)
     with _progress(quiet, f"reading {source}") as progress:
         if source == "vidur":
             result = vidur.import_paths(paths, gpus=gpus or None, software=software or vidur.DEFAULT_SOFTWARE,
@@ -85,9 +87,26 @@ def import_(source: str, paths: tuple[Path, ...], dest: Path | None, gpus: tuple
         else:
             result = aiconfigurator.import_paths(paths, gpus=gpus or None, latest_only=latest_only, note=note,
                                                  progress=progress)
-    written = common.write_import(result, dest)
+    try:
+        written = common.write_import(result, dest)
+    except OSError as exc:   # what _check_import_destination could not foresee (a full disk, a race)
+        raise BadInput(dest, f"cannot write the import ({exc.strerror or exc})") from None
     if not quiet:
         _print_import_summary(result, dest, written)
+
+
+def _check_import_destination(dest: Path) -> None:
+    """The folder --to names must be creatable: its nearest existing ancestor a writable folder."""
+    dest = dest.absolute()
+    if dest.exists():
+        return   # replacing it is common.check_destination's call
+    for parent in dest.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BadInput(dest, f"cannot create it: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise BadInput(dest, f"cannot create it: {parent} is not writable")
+            return
 
 
 class _progress:
@@ -178,13 +197,15 @@ def _escape(text: str) -> str:
               show_default=True, help="Output format; parquet needs -o.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the result to this file (atomically) instead of stdout; with the table "
-                   "format the file gets CSV (JSON if it ends in .json).")
+                   "format the file gets CSV (JSON if it ends in .json). Its folder must exist and "
+                   "lie outside revati's stores (REVATI_HOME, the shipped traces and models).")
 def query(sql: str, fmt: str, output: Path | None) -> None:
     """Run SQL over the kernel database.
 
     Every revati table is a view: op_samples (imported measurements), runs, kernels,
     launches, ops, op_kernels, memory_ops, collectives, syncs. Column names and units are those
-    of revati/schema.py (times in ns). The database is read-only to queries.
+    of revati/schema.py (times in ns). Queries only read: COPY, CREATE, INSERT, ATTACH, INSTALL,
+    SET and the like are refused; the one way to write a result is -o FILE.
 
     \b
     Examples:
@@ -198,13 +219,18 @@ def query(sql: str, fmt: str, output: Path | None) -> None:
 
     if fmt == "parquet" and output is None:
         raise click.UsageError("--format parquet writes binary data: give -o FILE")
+    if output is not None:
+        db_output.check_output_path(output)   # before the query: nothing runs for a result it cannot keep
     with _open_db() as kdb:
         result = kdb.query(sql)
     if output is not None:
         if fmt == "table":
             fmt = "json" if output.suffix.lower() == ".json" else "csv"
         data = db_output.encode(result, fmt)
-        parquet_io.atomic_write_bytes(output, data)
+        try:
+            parquet_io.atomic_write_bytes(output, data)
+        except OSError as exc:
+            raise BadInput(output, f"cannot write it ({exc.strerror or exc})") from None
         return
     if fmt == "table":
         _print_table(result)

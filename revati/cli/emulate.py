@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 import click
 
 from revati import gpus
-from revati.errors import UnknownGPU
+from revati.errors import BadInput, UnknownGPU
 
 
 def _gpu_choice(ctx, param, value: str) -> str:
@@ -36,7 +39,8 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("--stats-dir", type=click.Path(file_okay=False), default=None,
               help="Keep each process's emulation summary (JSON) in this folder.")
 @click.option("--model", default="llama-2-7b", show_default=True,
-              help="Main job only: model shape (llama-2-7b, llama-3-8b, tiny-llama) or an HF model directory.")
+              help="Main job only: a shipped model (llama-2-7b, llama-2-70b, llama-3-8b, qwen2.5-7b, mistral-7b, "
+                   "tiny-llama; shapes only, no weights) or an HF model directory.")
 @click.option("--dataset-name", default="random", show_default=True,
               type=click.Choice(["random", "sharegpt-like", "azure", "mooncake"]), help="Main job: workload.")
 @click.option("--dataset-path", default=None, help="Main job: trace file for azure/mooncake.")
@@ -87,6 +91,16 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
     from revati.shim.config import EmulationConfig
     from revati.shim import launcher
 
+    main_job = not command
+    if command and not explain:
+        _check_command(command)
+    if main_job or serve_port is not None:
+        _check_workload(dataset_name, dataset_path, num_prompts, request_rate, burstiness, max_concurrency,
+                        random_input_len, random_output_len, random_range_ratio, seed)
+    if main_job:
+        from revati.shim.drivers.hf_cb import model_source
+
+        model_source(model, build=False)
     workload = ["--dataset-name", dataset_name, "--num-prompts", str(num_prompts),
                 "--request-rate", str(request_rate), "--burstiness", str(burstiness),
                 "--random-input-len", str(random_input_len), "--random-output-len", str(random_output_len),
@@ -126,7 +140,10 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
         shown = {k: env[k] for k in sorted(env) if k.startswith(("REVATI", "PYTHONPATH", "OMP_", "HF_HUB"))}
         click.echo(json.dumps({"command": list(command), "environment": shown}, indent=2))
         return
-    result = launcher.run(list(command), cfg, deadlock_timeout_s=deadlock_timeout_s, client_cmd=client_cmd)
+    try:
+        result = launcher.run(list(command), cfg, deadlock_timeout_s=deadlock_timeout_s, client_cmd=client_cmd)
+    except (FileNotFoundError, PermissionError) as exc:   # _check_command missed it (a race, an odd PATH)
+        raise BadInput(exc.filename or command[0], f"cannot run it ({exc.strerror or exc})") from None
     if client_cmd is not None:
         _finish_serve_run(result, result_dir, gpu, quiet)
     if result.deadlock is not None:
@@ -139,12 +156,49 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
                 "pid", "process_name", "virtual_now_ns", "shim_cpu_ns", "ops", "signatures", "kernels_launched",
                 "syncs", "fallback_op_count", "dispatch")}), err=True)
         click.echo(f"revati: timekeeper {json.dumps(result.timekeeper)}", err=True)
-    if not quiet:
+    # A failed main job has said why in one line; the summary would only bury it.
+    if not quiet and (verbose or not main_job or result.returncode == 0):
         click.echo(
             f"revati: {len(result.processes)} emulated process(es) on {num_gpus}x {gpu}; "
             f"virtual {result.virtual_s:.3f} s, wall {result.wall_s:.3f} s, "
             f"roofline fallbacks {result.fallback_op_count}", err=True)
     sys.exit(result.returncode)
+
+
+def _check_command(command: tuple[str, ...]) -> None:
+    """COMMAND[0] must be a program this machine can start (else BadInput, before any set-up)."""
+    program = command[0]
+    if program.startswith("-") and program != "-":
+        # ignore_unknown_options hands a misspelt option over as the command
+        options = [opt for param in emulate.params for opt in getattr(param, "opts", ()) if opt.startswith("--")]
+        close = difflib.get_close_matches(program.split("=")[0], options, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise BadInput(program, f"no such option of revati emulate{hint}; the program to run goes after `--`")
+    if os.sep in program:
+        path = Path(program)
+        if not path.exists():
+            raise BadInput(program, "command not found")
+        if path.is_dir():
+            raise BadInput(program, "is a folder, not a program")
+        if not os.access(path, os.X_OK):
+            raise BadInput(program, "not executable (chmod +x it, or run it with its interpreter)")
+    elif shutil.which(program) is None:
+        raise BadInput(program, "command not found")
+
+
+def _check_workload(dataset_name, dataset_path, num_prompts, request_rate, burstiness, max_concurrency,
+                    random_input_len, random_output_len, random_range_ratio, seed) -> None:
+    """The main job's (or the serve client's) workload flags, checked before anything starts."""
+    from revati.workload.spec import WorkloadConfig, check_dataset_path
+
+    try:
+        cfg = WorkloadConfig(dataset_name=dataset_name, dataset_path=dataset_path, num_prompts=num_prompts,
+                             request_rate=request_rate, burstiness=burstiness, max_concurrency=max_concurrency,
+                             random_input_len=random_input_len, random_output_len=random_output_len,
+                             random_range_ratio=random_range_ratio, seed=seed)
+    except ValueError as exc:
+        raise BadInput("workload", str(exc)) from None
+    check_dataset_path(cfg)
 
 
 def _finish_serve_run(result, result_dir: str, gpu: str, quiet: bool) -> None:

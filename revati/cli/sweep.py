@@ -34,6 +34,7 @@ def sweep(sweep_file, jobs, ray_address, retry_failed, output_dir, dry_run, quie
 
     from revati.errors import BadInput
     from revati.sweep.config import load_sweep
+    from revati.sweep.flags import check_sweep
     from revati.sweep.plan import TemplateError, expand
     from revati.sweep.run import run_sweep
 
@@ -44,6 +45,7 @@ def sweep(sweep_file, jobs, ray_address, retry_failed, output_dir, dry_run, quie
         runs = expand(cfg)
     except TemplateError as exc:
         raise BadInput(sweep_file, str(exc)) from None
+    check_sweep(cfg, where=sweep_file)
     if dry_run:
         for spec in runs:
             click.echo(f"{spec.run_id}  {shlex.join(spec.command(str(cfg.sweep_dir / 'runs' / spec.run_id)))}")

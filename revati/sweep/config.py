@@ -26,8 +26,10 @@ Example ``SWEEP.yaml``::
 
 ``{engine_args}`` renders the engine parameters as ``--max-num-seqs 64 ...`` and
 ``{workload_args}`` the workload ones as ``--request-rate 4 ...`` (underscores become dashes;
-``true`` becomes a bare flag, ``false`` and ``null`` are left out). A run succeeds when its
-command exits 0 and leaves ``{run_dir}/metrics.json``.
+``true`` becomes a bare flag, ``false`` and ``null`` are left out). Before the first run each
+of those keys is checked against the flags of the program it goes to (``revati.sweep.flags``)
+and each GPU name against revati's GPUs. A run succeeds when its command exits 0 and leaves
+``{run_dir}/metrics.json``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from typing import Any
 
 import yaml
 
-from revati.errors import BadInput
+from revati import gpus as gpu_specs
+from revati.errors import BadInput, UnknownGPU
 from revati.paths import user_traces_dir
 
 DEFAULT_COMMAND = (
@@ -130,6 +133,12 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(path, "no such file") from None
+    except IsADirectoryError:
+        raise BadInput(path, "a folder, not a sweep file") from None
+    except UnicodeDecodeError:
+        raise BadInput(path, "not a text file (a sweep file is YAML)") from None
+    except OSError as exc:
+        raise BadInput(path, f"cannot read it ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise BadInput(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
     return sweep_from_dict(data, where=path)
@@ -147,6 +156,11 @@ def sweep_from_dict(data: Any, where: object = "sweep") -> SweepConfig:
             raise ValueError("slo_search must be a mapping")
         gpus = data.get("gpus") or ()
         gpus = (gpus,) if isinstance(gpus, str) else tuple(str(g) for g in gpus)
+        for gpu in gpus:
+            try:
+                gpu_specs.resolve_key(gpu)
+            except UnknownGPU as exc:
+                raise ValueError(f"gpus: {exc}") from None
         for section in ("engine", "workload", "env"):
             if data.get(section) is not None and not isinstance(data[section], dict):
                 raise ValueError(f"{section} must be a mapping")

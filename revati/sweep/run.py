@@ -25,6 +25,7 @@ from rich.table import Table
 from revati.parquet_io import atomic_write_bytes
 from revati.sweep import slo as slo_search
 from revati.sweep.config import SweepConfig
+from revati.sweep.flags import check_sweep
 from revati.sweep.plan import RunSpec, expand
 from revati.sweep.results import write_results
 from revati.sweep.runner import Executor, LocalExecutor, SweepRunReport, run_all
@@ -67,6 +68,7 @@ def run_sweep(
     console: Console | None = None,
 ) -> SweepOutcome:
     console = console or Console(stderr=True, quiet=quiet)
+    check_sweep(cfg)             # a misspelt key fails here, not in every run's stderr.log
     sweep_dir = cfg.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(sweep_dir / CONFIG_FILE, (json.dumps(asdict(cfg), indent=2, default=str) + "\n").encode())

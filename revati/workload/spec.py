@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from revati.errors import BadInput
 from revati.workload import arrivals, lengths
 from revati.workload.request import WorkloadRequest
 from revati.workload.traces import load_request_trace, read_mooncake_jsonl, trace_requests
@@ -79,6 +81,27 @@ class WorkloadConfig:
         d["request_rate"] = "inf" if math.isinf(self.request_rate) else self.request_rate
         d["burstiness"] = "inf" if math.isinf(self.burstiness) else self.burstiness
         return d
+
+
+def check_dataset_path(cfg: WorkloadConfig) -> None:
+    """Raise BadInput unless ``cfg.dataset_path`` names something that exists: a shipped request
+    trace (azure) or a file. Callers check before they start anything (a server, an emulation)."""
+    if not cfg.dataset_path:
+        return
+    if cfg.dataset_name == "azure":
+        from revati.workload.traces import shipped_traces
+
+        shipped = shipped_traces()
+        if cfg.dataset_path in shipped:
+            return
+        where = f"neither a shipped request trace ({', '.join(shipped) or 'none'}) nor a file"
+    else:
+        where = "no such file"
+    path = Path(cfg.dataset_path).expanduser()
+    if path.is_dir():
+        raise BadInput(cfg.dataset_path, "a folder, not a trace file")
+    if not path.is_file():
+        raise BadInput(cfg.dataset_path, where)
 
 
 def build_workload(cfg: WorkloadConfig) -> list[WorkloadRequest]:

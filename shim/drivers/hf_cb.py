@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from revati.errors import BadInput, RevatiError
 from revati.metrics.aggregate import MetricsConfig, compute_metrics, parse_goodput
 from revati.metrics.records import RequestRecord, write_jsonl
 from revati.metrics.result import METRICS_FILE, REQUESTS_FILE, RunExtras, build_result, write_result
@@ -39,16 +40,50 @@ MODEL_SHAPES: dict[str, dict] = {
 }
 
 
+def known_models() -> list[str]:
+    """Every model name --model accepts: the shapes above and the directories of revati.models_zoo."""
+    from revati import models_zoo
+
+    return sorted(set(MODEL_SHAPES) | set(models_zoo.names()))
+
+
+def model_source(model: str, build: bool = True) -> dict | str:
+    """What ``--model`` names: a shape above (its config fields), or a model directory.
+
+    A name of revati.models_zoo (README's list: llama-2-70b, qwen2.5-7b, ...) becomes its
+    weightless directory (built under REVATI_HOME on first use; with ``build=False`` only the
+    name is checked). Anything else must be a Hugging Face model directory: the emulation runs
+    offline, so a Hub id is a BadInput, not a download.
+    """
+    from revati import models_zoo
+
+    if model in MODEL_SHAPES:
+        return dict(MODEL_SHAPES[model])
+    if model in models_zoo.names():
+        return str(models_zoo.model_dir(model)) if build else model
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BadInput(model, "no config.json in this folder: not a Hugging Face model directory")
+        return str(path)
+    raise BadInput(model, f"unknown model: neither a shipped model ({', '.join(known_models())}) "
+                          "nor a model directory")
+
+
 def build_model(model: str, dtype: str):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
-    if model in MODEL_SHAPES:
-        fields = dict(MODEL_SHAPES[model])
-        fields.pop("model_type")
-        cfg = LlamaConfig(**fields)
+    source = model_source(model)
+    if isinstance(source, dict):
+        source.pop("model_type")
+        cfg = LlamaConfig(**source)
     else:
-        cfg = AutoConfig.from_pretrained(model)
+        try:
+            cfg = AutoConfig.from_pretrained(source)
+        except (OSError, ValueError, KeyError) as exc:
+            text = str(exc).strip().splitlines()
+            raise BadInput(source, f"cannot read its config.json ({text[0] if text else type(exc).__name__})") from None
     with torch.device("cuda"):
         m = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
     return m.eval(), cfg
@@ -56,8 +91,9 @@ def build_model(model: str, dtype: str):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m revati.shim.drivers.hf_cb", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="llama-2-7b", help=f"{', '.join(MODEL_SHAPES)} or an HF model directory")
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    ap.add_argument("--model", default="llama-2-7b", help="a shipped model (llama-2-7b, llama-2-70b, llama-3-8b, "
+                                                          "qwen2.5-7b, mistral-7b, tiny-llama) or an HF model directory")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     ap.add_argument("--dataset-name", default="random")
     ap.add_argument("--dataset-path", default=None)
@@ -164,13 +200,43 @@ def main(argv: list[str] | None = None) -> int:
         print("this driver runs under emulation: use `revati emulate` (with no command) or "
               "`revati emulate -- python -m revati.shim.drivers.hf_cb ...`", file=sys.stderr)
         return 2
-    result = run(args)
+    import torch
+
+    try:
+        result = run(args)
+    except RevatiError as exc:
+        print(f"revati: {exc}", file=sys.stderr)
+        return 2
+    except torch.cuda.OutOfMemoryError as exc:
+        print(oom_line(exc, args.model, runtime.get().config.gpu), file=sys.stderr)
+        return 1
     if not args.quiet:
         from revati.metrics.summary import print_summary
 
         print_summary(result)
     failed = result.get("failed", 0)
     return 1 if result.get("completed", 0) == 0 or (failed and not math.isnan(failed) and failed == len(result)) else 0
+
+
+def oom_line(exc: BaseException, model: str, gpu: str) -> str:
+    """One line for a virtual out-of-memory error: the GPU, what was asked, what was free."""
+    from revati.shim.allocator import AllocatorOOM
+
+    seen, cause = set(), exc
+    while cause is not None and not isinstance(cause, AllocatorOOM) and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, AllocatorOOM):
+        return (f"revati: out of memory on the virtual {gpu} ({_size(cause.capacity_bytes)}): {model} asked for "
+                f"{_size(cause.requested_bytes)} more with {_size(cause.free_bytes)} free "
+                f"({_size(cause.allocated_bytes)} in use); try a GPU with more memory, more GPUs or a smaller model")
+    text = " ".join(str(exc).split())
+    return f"revati: out of memory on the virtual {gpu} running {model}: {text}"
+
+
+def _size(nbytes: int) -> str:
+    gib = nbytes / (1 << 30)
+    return f"{gib:.2f} GiB" if gib >= 1 else f"{nbytes / (1 << 20):.0f} MiB"
 
 
 if __name__ == "__main__":
