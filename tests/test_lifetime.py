@@ -121,3 +121,21 @@ def test_parent_death_signal_is_available_here():
     proc = subprocess.run([sys.executable, "-c", "from revati.lifetime import set_parent_death_signal as s; "
                            "import signal; print(s(signal.SIGTERM))"], capture_output=True, text=True)
     assert proc.stdout.strip() == "True", proc.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM", "SIGHUP"])
+def test_revati_trace_takes_its_command_with_it(tmp_path, sig):
+    marker = f"revati-trace-orphan-{uuid.uuid4().hex[:12]}"
+    program = "import time\nprint('ready', flush=True)\nwhile True: time.sleep(0.05)"
+    proc = subprocess.Popen([sys.executable, "-m", "revati", "trace", "-o", str(tmp_path / "run"), "--",
+                             sys.executable, "-c", program, marker],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(lambda: _pids_with(marker) and any(
+            p != proc.pid for p in _pids_with(marker)), 60, "the traced command")
+        time.sleep(0.5)  # past the command's start
+        os.kill(proc.pid, getattr(signal, sig))
+        proc.wait(timeout=30)
+        _wait_for(lambda: not _pids_with(marker), 10, "the traced command to end")
+    finally:
+        stop_process_groups([], _pids_with(marker), grace_s=0.5)
