@@ -262,8 +262,8 @@ def test_deadline_already_past_is_granted_without_asking(timekeeper, coords):
     a.register_thread()
     called = []
     token = a.begin_wait(400, on_wake=called.append)
-    assert called == [1000]  # at once, on this thread
-    assert a.end_wait(token) == 1000
+    assert called == [400]  # at once, on this thread, at its own deadline (not GVT)
+    assert a.end_wait(token) == 400
 
 
 def test_collectives_sync_and_async_and_failure_when_a_member_leaves(timekeeper, coords):

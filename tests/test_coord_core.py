@@ -69,7 +69,10 @@ def test_advances_only_when_nobody_runs():
     assert settle(core) == [(b, ("wake", 200, 1, 200))]
 
 
-def test_deadline_in_the_past_wakes_at_gvt_and_gvt_never_decreases():
+def test_deadline_behind_gvt_ends_at_itself_and_gvt_never_decreases():
+    # A process that ran behind the frontier (woken by data at its stamp) sleeps until 400 while
+    # GVT is 500: the sleep ends at 400, not at 500 -- other processes' progress must not move
+    # its clock (see Note [Virtual time coordination], "Advancing").
     core = make()
     a, b = reg(core, "a"), reg(core, "b")
     block(core, a, deadline=500)
@@ -77,8 +80,27 @@ def test_deadline_in_the_past_wakes_at_gvt_and_gvt_never_decreases():
     settle(core)
     assert core.gvt_ns == 500
     block(core, a, deadline=400)  # a stale LVT: the deadline is already past
-    assert settle(core) == [(a, ("wake", 500, 2, 500))]
+    assert settle(core) == [(a, ("wake", 500, 2, 400))]
     assert core.gvt_ns == 500
+
+
+def test_only_the_earliest_deadline_is_woken_so_order_stays_conservative():
+    # a and c both lie behind GVT: a (300) runs first, alone; c (450) only once a blocked again,
+    # so nothing a sends after 300 can reach c after c's timeout already fired.
+    core = make()
+    a, b, c = reg(core, "a"), reg(core, "b"), reg(core, "c")
+    block(core, a, deadline=500)
+    block(core, b, deadline=900)
+    block(core, c, deadline=950)
+    settle(core)
+    block(core, a, deadline=300)
+    run(core, c)
+    block(core, c, deadline=450)
+    assert settle(core) == [(a, ("wake", 500, 2, 300))]
+    block(core, a, deadline=700)
+    assert settle(core) == [(c, ("wake", 500, 1, 450))]
+    block(core, c, deadline=800)
+    assert settle(core) == [(a, ("wake", 700, 3, 700))]
 
 
 def test_ties_wake_everybody_in_deadline_name_id_order():

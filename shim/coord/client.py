@@ -534,13 +534,14 @@ class Coordinator:
         if deadline_ns is not None and deadline_ns <= self._gvt and io_check is None:
             # Already past for the whole emulation, and nothing to observe: no need to ask
             # anybody. (A wait that can also end by I/O still goes through the timekeeper:
-            # only there does "what arrived before the deadline" have one answer.)
+            # only there does "what arrived before the deadline" have one answer.) It ends at
+            # its own deadline, not at GVT: see Note [Virtual time coordination], "Advancing".
             w = _Wait(self._next_token, th, deadline_ns, None, on_wake, label, False)
             self._next_token += 1
             self._waits[w.token] = w
             w.status = _WOKEN
-            w.granted = self._gvt
-            self._call_wake(w, self._gvt)
+            w.granted = deadline_ns
+            self._call_wake(w, deadline_ns)
             self._sync()
             return w
         w = self._add_wait(th, deadline_ns, io_check, on_wake, label, hot)

@@ -23,9 +23,16 @@ participant has FLAG_IO, the server first PROBEs those: each client checks from 
 thread whether any I/O wait is already satisfied (``select(fds, [], [], 0)``) and answers.
 This closes the race of a message written just before its sender blocked, which the receiver
 has not yet been woken for. If every answer is "still blocked" the server grants the earliest
-deadline T: GVT = max(GVT, T), and sends WAKE(GVT) to every participant whose deadline is
-<= GVT, in the deterministic order (deadline, name, id). A RUNNING message, a registration or
-a "not blocked" answer cancels the advance; the next time everybody is blocked starts anew.
+deadline T: GVT = max(GVT, T), and sends WAKE(T) to every participant whose deadline is T, in
+the deterministic order (name, id). T can lie behind GVT: a process woken by data continues
+at the data's stamp, not at GVT (docs/design_notes.md, item 2), so it may run and sleep behind
+the frontier. Its sleep ends at its own deadline, alone -- granting it GVT instead dragged
+its clock forward by however far other processes (a launcher's monitor loop polling while
+its workers waited for each other in real time) had pushed GVT, which depended on which
+process the OS ran first. Waking only the earliest deadline keeps the order conservative: the
+next earliest is granted once those have run and blocked again. A RUNNING message, a
+registration or a "not blocked" answer cancels the advance; the next time everybody is
+blocked starts anew.
 
 Acknowledged wakes. A wake-class message (WAKE, COLL_DONE, COLL_FAIL) makes the server count
 the receiver as RUNNING at once: it will run when it reads the message. Each one carries a
@@ -486,11 +493,11 @@ class Timekeeper:
         old = self.gvt_ns
         self.gvt_ns = gvt = max(old, earliest)
         self.stats.advances += 1
-        woken = sorted(w for w in waiting if w[0] <= gvt)
+        woken = sorted(w for w in waiting if w[0] == earliest)
         self.log.append(("advance", gvt, tuple(w[1] for w in woken)))
         for _, _, pid in woken:
             self.stats.wakes += 1
-            self._send_wake(self.participants[pid], (gvt,), "wake")
+            self._send_wake(self.participants[pid], (earliest,), "wake")
         if gvt != old:
             for p in self.participants.values():
                 if p.blocked and p.flags & FLAG_IO:
