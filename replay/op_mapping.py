@@ -181,6 +181,9 @@ def map_op(name: str, shapes: Sequence[Shape | None], dtypes: Sequence[str | Non
         return _map_indexed(base, shapes, dtypes, out_shapes)
     if base in ("embedding",) and len(ts) >= 2:
         return _vocab("embedding", dtype, tokens=_numel(ts[1]), hidden=ts[0][-1])
+    if base == "_C::vocab_parallel_embedding" and ts:  # (out [tokens, hidden], ids, weight shard, ...)
+        rows, cols = _rows_cols(ts[0])
+        return _vocab("embedding", dtype, tokens=rows, hidden=cols)
     if base in ("rms_norm", "_fused_rms_norm", "layer_norm", "native_layer_norm", "group_norm",
                 "_C::rms_norm", "_C::fused_add_rms_norm"):
         x = _norm_input(base, ts)

@@ -71,8 +71,9 @@ class Run:
         self.logged_kv_tokens = int(kv[-1].replace(",", "")) if kv else None
 
 
-def emulate(model: Path, gpu: str, *args: str, host_cpu: bool = True, timeout: int = 600) -> Run:
-    cmd = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", gpu]
+def emulate(model: Path, gpu: str, *args: str, host_cpu: bool = True, num_gpus: int = 1,
+            timeout: int = 600) -> Run:
+    cmd = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", gpu, "--num-gpus", str(num_gpus)]
     if not host_cpu:
         cmd.append("--no-host-cpu")
     cmd += ["--", VLLM_PYTHON, str(PROGRAM), str(model), *args]
@@ -125,6 +126,19 @@ def test_kv_cache_capacity_follows_gpu_memory(tiny_runs):
 def wide_runs(models):
     args = ("--batch", "8", "--input-len", "256", "--output-len", "16", "--max-model-len", "1024")
     return {gpu: emulate(models["wide"], gpu, *args, host_cpu=False) for gpu in ("h100_sxm", "a100_sxm_80gb")}
+
+
+def test_tensor_parallel_two_workers_on_two_virtual_gpus(models, tiny_runs):
+    """TP=2: vLLM's MultiprocExecutor starts one worker process per virtual GPU; the timekeeper
+    orders them and the driver, and each GPU holds half the KV heads, so twice the tokens fit."""
+    run = emulate(models["tiny"], "h100_sxm", "--batch", "3", "--input-len", "20", "--output-len", "12",
+                  "--tp", "2", num_gpus=2)
+    r = _ok(run)
+    assert r["output_lens"] == [12, 12, 12]
+    assert re.search(r"Worker_TP1 pid=\d+", run.log), run.log[-3000:]
+    assert "2 emulated process(es) on 2x h100_sxm" in run.log
+    ratio = r["kv_cache_tokens"] / _ok(tiny_runs["h100_sxm"])["kv_cache_tokens"]
+    assert 1.9 < ratio < 2.1, ratio
 
 
 def test_a100_is_slower_than_h100_for_the_same_run(wide_runs):

@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--stagger", action="store_true",
                     help="with --steps: add the first request alone, the others after its first step")
     ap.add_argument("--compile", action="store_true", help="leave torch.compile on (revati refuses it)")
+    ap.add_argument("--tensor-parallel-size", "--tp", type=int, default=1,
+                    help="one worker process per virtual GPU")
     args = ap.parse_args()
 
     from vllm import LLM, SamplingParams
@@ -53,7 +55,8 @@ def main() -> None:
 
     wall = _wall()
     kwargs = dict(model=args.model, load_format="dummy", max_model_len=args.max_model_len,
-                  enable_prefix_caching=not args.no_prefix_caching, seed=0)
+                  enable_prefix_caching=not args.no_prefix_caching, seed=0,
+                  tensor_parallel_size=args.tensor_parallel_size)
     if args.max_num_batched_tokens:
         kwargs.update(max_num_batched_tokens=args.max_num_batched_tokens, enable_chunked_prefill=True)
     if args.graphs:

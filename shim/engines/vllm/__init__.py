@@ -21,9 +21,13 @@ Settings made before vLLM reads them (a value the user set always wins):
                                lengths and attention timing are right (they come from the
                                scheduler), but sampled token ids read back as 0.
   VLLM_USE_FLASHINFER_SAMPLER=0  FlashInfer compiles its sampling kernels at run time with nvcc.
+  VLLM_NO_USAGE_STATS=1        the usage report (sent over the network) reads the GPU's name in a
+                               helper process, which a TP worker (a daemon process) may not
+                               start: a traceback in every worker, and nothing to report.
 
-Cross-process virtual time is the timekeeper's job (revati.shim.coord); until every process
-is coordinated, keep the engine in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) and TP=1.
+Cross-process virtual time is the timekeeper's job (revati.shim.coord): the engine core in its
+own process (``vllm serve``) and TP>1 (MultiprocExecutor, one worker process per virtual GPU;
+``vllm.platforms.cuda`` counts the virtual GPUs) are ordered by it like any other processes.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ SUPPORTED_VERSIONS = ("0.32.0",)
 ENV_DEFAULTS = {
     "VLLM_USE_V2_MODEL_RUNNER": "0",
     "VLLM_USE_FLASHINFER_SAMPLER": "0",
+    "VLLM_NO_USAGE_STATS": "1",
 }
 COMPILE_HINT = ("torch.compile is not emulated; run eagerly with enforce_eager=True (--enforce-eager, or -O0), "
                 "or with full CUDA graphs for decode and no compilation: "
@@ -62,6 +67,7 @@ def install(vllm: Any) -> None:
     oplib.install_finder()
     platform.install_distribution_alias()
     import_hooks.on_import("vllm.platforms", platform.use_cuda_platform)
+    import_hooks.on_import("vllm.platforms.cuda", platform.count_virtual_gpus)
     import_hooks.on_import("vllm.third_party.pynvml", nvml.patch_module)
     import_hooks.on_import("vllm.engine.arg_utils", refuse_compile_modes)
     import_hooks.on_import("vllm.model_executor.layers.attention.attention", attention.install_attention_op)

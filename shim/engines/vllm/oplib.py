@@ -54,6 +54,9 @@ _C_OPS = [
     "static_scaled_fp8_quant(Tensor! result, Tensor input, Tensor scale, int[]? group_shape=None) -> ()",
     "dynamic_scaled_fp8_quant(Tensor! result, Tensor input, Tensor! scale) -> ()",
     "dynamic_per_token_scaled_fp8_quant(Tensor! result, Tensor input, Tensor! scale, Tensor? scale_ub) -> ()",
+    "vocab_parallel_embedding(Tensor! out, Tensor input_ids, Tensor weight, int org_vocab_start_index, "
+    "int org_vocab_end_index, int num_org_vocab_padding, int added_vocab_start_index, "
+    "int added_vocab_end_index) -> ()",
     "get_cuda_view_from_cpu_tensor(Tensor cpu_tensor) -> Tensor",
     "weak_ref_tensor(Tensor input) -> Tensor",
     "cutlass_scaled_mm_supports_fp8(int cuda_device_capability) -> bool",

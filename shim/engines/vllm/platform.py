@@ -53,3 +53,15 @@ def use_cuda_platform(mod: Any) -> None:
     version = str(vllm.__version__).split("+", 1)[0]
     # The build flavour vLLM checks for ("cpu" in the version): the CUDA build's answer.
     mod.vllm_version_matches_substr = lambda substr: substr in version
+
+
+def count_virtual_gpus(mod: Any) -> None:
+    """On import of vllm.platforms.cuda: the device count is the virtual one.
+
+    vLLM counts GPUs through NVML or the driver only when torch was compiled with CUDA
+    (``torch.cuda._is_compiled()``), which the CPU build is not -- and revati leaves that flag alone
+    (cuda_api's note) -- so the count would be 0 and TP>1 refused.
+    """
+    import torch
+
+    mod._cuda_device_count_stateless = lambda cuda_visible_devices=None: torch.cuda.device_count()
