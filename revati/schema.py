@@ -80,6 +80,8 @@ RUNS = pa.schema([
     _f("software", _STR),               # one free-form line summarising the stack
     _f("env", pa.map_(_STR, _STR)),
     _f("notes", _STR),
+    _f("host_cpu_model", _STR),         # the traced box's host CPU (Note [Host-speed calibration])
+    _f("host_score_s", _F64),           # its calibration score: revati.hostcpu.measure()
 ])
 
 # Device executions (CUPTI kernel records).

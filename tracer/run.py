@@ -275,7 +275,8 @@ def finalize_run(config: TraceConfig, cmd: list[str], started_at_ns: int, host_g
         _join_bpf(run_dir, notes)
 
     row = run_meta.build_runs_row(run_id=config.run_id, started_at_ns=started_at_ns, cmd=cmd,
-                                  backends=config.backends, host_gpu=host_gpu, metas=metas, env=env, notes=notes)
+                                  backends=config.backends, host_gpu=host_gpu, metas=metas, env=env, notes=notes,
+                                  host_score=_host_score(notes))
     parquet_io.write_table(tables.rows_to_table("runs", [row]), "runs", run_dir / run_folder.RUNS_FILE)
     result.notes = [n for n in dict.fromkeys(notes) if n]
     if result.device_timing:
@@ -285,6 +286,18 @@ def finalize_run(config: TraceConfig, cmd: list[str], started_at_ns: int, host_g
             result.op_samples = write_op_samples(run_dir)
         except Exception as exc:  # noqa: BLE001 - the trace itself is complete; say what failed
             raise TraceError(run_dir, f"trace written, but deriving op_samples failed: {exc}") from exc
+
+
+def _host_score(notes: list[str]):
+    """This (GPU) box's host-CPU score, measured after the command: what `revati emulate
+    --host-cpu auto` scales host time to (Note [Host-speed calibration] in revati/hostcpu.py)."""
+    from revati import hostcpu
+
+    try:
+        return hostcpu.measure(repeats=5)
+    except Exception as exc:  # noqa: BLE001 - the trace is complete without it; say why
+        notes.append(f"host CPU score not measured: {exc}")
+        return None
 
 
 def _join_bpf(run_dir: Path, notes: list[str]) -> None:

@@ -35,7 +35,8 @@ def gpu_key(name: str | None) -> str | None:
 
 def build_runs_row(*, run_id: str, started_at_ns: int, cmd: list[str], backends: Iterable[str],
                    host_gpu: Mapping[str, Any] | None, metas: list[Mapping[str, Any]],
-                   env: Mapping[str, str], notes: Iterable[str]) -> dict[str, Any]:
+                   env: Mapping[str, str], notes: Iterable[str],
+                   host_score: Any = None) -> dict[str, Any]:
     host_gpu = dict(host_gpu or {})
     device = _first_device(metas)
     name = host_gpu.get("gpu_name") or (device or {}).get("name")
@@ -70,6 +71,8 @@ def build_runs_row(*, run_id: str, started_at_ns: int, cmd: list[str], backends:
         "software": software_line(packages, _first(metas, "python_version") or versions.python_version()),
         "env": sorted(versions.selected_env(dict(env)).items()),
         "notes": "; ".join(dict.fromkeys(notes)) or None,
+        "host_cpu_model": getattr(host_score, "cpu_model", None),
+        "host_score_s": getattr(host_score, "score_s", None),
     }
     return row
 

@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("revati.cli.report", "report", "Plots and an HTML report from a sweep's results table."),
     "replay": ("revati.cli.replay", "replay", "Re-time a traced run with the predictor: predicted vs measured."),
     "trace": ("revati.cli.trace", "trace", "Run a command on a GPU box and record every kernel into a run folder."),
+    "calibrate": ("revati.cli.calibrate", "calibrate", "Measure this machine's host-CPU speed against reference hosts."),
 }
 
 

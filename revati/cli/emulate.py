@@ -30,8 +30,11 @@ def _gpu_choice(ctx, param, value: str) -> str:
               help="Virtual GPUs visible to every process.")
 @click.option("--launch-overhead-us", default=4.0, show_default=True, type=click.FloatRange(0),
               help="Host time a real GPU box spends per kernel launch that does not happen here.")
-@click.option("--host-speed", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
-              help="Target host CPU speed relative to this machine (2.0 = twice as fast).")
+@click.option("--host-cpu", default="native", show_default=True, metavar="NAME|auto|native",
+              help="Host CPU the measured host time stands for: native (this machine's), auto (the host "
+                   "recorded in the target GPU's traces) or a reference host of `revati calibrate`.")
+@click.option("--host-speed", default=None, type=click.FloatRange(min=0.01),
+              help="Instead of --host-cpu: target host CPU speed relative to this machine (2.0 = twice as fast).")
 @click.option("--no-host-cpu", is_flag=True,
               help="Do not count the program's CPU time: clocks move only by GPU time and waits (repeatable).")
 @click.option("--timeline", "timeline_dir", type=click.Path(file_okay=False), default=None,
@@ -66,7 +69,7 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Also print each process's summary and the timekeeper's counters.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the program's own output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline_dir, stats_dir,
+def emulate(gpu, num_gpus, launch_overhead_us, host_cpu, host_speed, no_host_cpu, timeline_dir, stats_dir,
             model, dataset_name, dataset_path, num_prompts, request_rate, burstiness, random_input_len,
             random_output_len, random_range_ratio, max_concurrency, seed, goodput, result_dir,
             serve_port, deadlock_timeout_s, explain, verbose, quiet, command):
@@ -129,9 +132,10 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
         command += ("--result-dir", result_dir) if result_dir else ()
         command += ("--goodput", *goodput) if goodput else ()
         command += ("--quiet",) if quiet else ()
+    host = _host_target(host_cpu, host_speed, gpu, no_host_cpu)
     cfg = EmulationConfig(
         gpu=gpu, num_gpus=num_gpus, launch_overhead_ns=int(launch_overhead_us * 1000),
-        host_speed=host_speed, count_host_cpu=not no_host_cpu,
+        host_speed=host.speed_factor, host_cpu=host.name, count_host_cpu=not no_host_cpu,
         timeline_path=f"{timeline_dir}/timeline-{{pid}}.json" if timeline_dir else None,
         stats_dir=stats_dir,
     )
@@ -145,7 +149,7 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
     except (FileNotFoundError, PermissionError) as exc:   # _check_command missed it (a race, an odd PATH)
         raise BadInput(exc.filename or command[0], f"cannot run it ({exc.strerror or exc})") from None
     if client_cmd is not None:
-        _finish_serve_run(result, result_dir, gpu, quiet)
+        _finish_serve_run(result, result_dir, gpu, quiet, cfg)
     if result.deadlock is not None:
         click.echo("revati: deadlock: every emulated process was blocked with nothing to wake it "
                    f"for {deadlock_timeout_s:g} s (each process's state is listed above); the run was stopped",
@@ -160,9 +164,24 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_speed, no_host_cpu, timeline
     if not quiet and (verbose or not main_job or result.returncode == 0):
         click.echo(
             f"revati: {len(result.processes)} emulated process(es) on {num_gpus}x {gpu}; "
+            f"host CPU {host.name if not no_host_cpu else 'not counted'}"
+            f"{f' (x{host.speed_factor:.3g})' if not no_host_cpu and host.speed_factor != 1.0 else ''}; "
             f"virtual {result.virtual_s:.3f} s, wall {result.wall_s:.3f} s, "
             f"roofline fallbacks {result.fallback_op_count}", err=True)
     sys.exit(result.returncode)
+
+
+def _host_target(host_cpu: str, host_speed: float | None, gpu: str, no_host_cpu: bool):
+    """--host-cpu / --host-speed -> what measured host time is scaled to (Note [Host-speed calibration])."""
+    from revati import hostcpu
+
+    if host_speed is not None:
+        if host_cpu != hostcpu.NATIVE:
+            raise click.UsageError("give --host-cpu or --host-speed, not both")
+        return hostcpu.HostTarget(f"custom (x{host_speed:g} this machine)", host_speed, None, None)
+    if no_host_cpu:
+        return hostcpu.HostTarget(hostcpu.NATIVE, 1.0, None, None)
+    return hostcpu.resolve_target(host_cpu, gpu)
 
 
 def _check_command(command: tuple[str, ...]) -> None:
@@ -201,7 +220,7 @@ def _check_workload(dataset_name, dataset_path, num_prompts, request_rate, burst
     check_dataset_path(cfg)
 
 
-def _finish_serve_run(result, result_dir: str, gpu: str, quiet: bool) -> None:
+def _finish_serve_run(result, result_dir: str, gpu: str, quiet: bool, cfg) -> None:
     """Complete the client's metrics.json with what only the launcher knows, and show it."""
     from revati.metrics.result import METRICS_FILE, RunExtras, merge_extras
     from revati.metrics.summary import print_summary
@@ -210,7 +229,10 @@ def _finish_serve_run(result, result_dir: str, gpu: str, quiet: bool) -> None:
     if not path.exists():
         click.echo(f"revati: the benchmark client wrote no {path}", err=True)
         return
-    merged = merge_extras(path, RunExtras(fallback_op_count=result.fallback_op_count, gpu=gpu))
+    merged = merge_extras(path, RunExtras(
+        fallback_op_count=result.fallback_op_count, gpu=gpu,
+        host_cpu=cfg.host_cpu if cfg.count_host_cpu else "not counted (--no-host-cpu)",
+        host_speed_factor=cfg.host_speed if cfg.count_host_cpu else None))
     if not quiet:
         print_summary(merged)
         click.echo(f"revati: metrics in {path}", err=True)

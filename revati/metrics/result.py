@@ -47,6 +47,8 @@ class RunExtras:
     engine_version: str | None = None
     engine_config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    host_cpu: str | None = None             # the host the host time stands for (--host-cpu)
+    host_speed_factor: float | None = None  # measured host time was divided by this
 
     def __post_init__(self) -> None:
         if self.wall_duration_s is not None and not self.wall_duration_s > 0:
@@ -114,6 +116,8 @@ def _extras_dict(virtual_s: float, extras: RunExtras) -> dict:
         "engine_version": extras.engine_version,
         "engine_config": dict(extras.engine_config),
         "versions": dict(extras.versions),
+        "host_cpu": extras.host_cpu,
+        "host_speed_factor": extras.host_speed_factor,
     }
 
 

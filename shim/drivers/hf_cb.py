@@ -184,7 +184,9 @@ def run(args: argparse.Namespace) -> dict:
             wall_duration_s=wall, fallback_op_count=rt.predictor.stats.fallback_count, gpu=rt.config.gpu,
             model=args.model, engine="transformers", engine_version=transformers.__version__,
             engine_config={"dtype": args.dtype, "max_batch_tokens": args.max_batch_tokens},
-            versions={"torch": __import__("torch").__version__, "transformers": transformers.__version__}))
+            versions={"torch": __import__("torch").__version__, "transformers": transformers.__version__},
+            host_cpu=rt.config.host_cpu if rt.config.count_host_cpu else "not counted (--no-host-cpu)",
+            host_speed_factor=rt.config.host_speed if rt.config.count_host_cpu else None))
     if args.result_dir:
         out_dir = Path(args.result_dir)
         write_result(result, out_dir / METRICS_FILE)
