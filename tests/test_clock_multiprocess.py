@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ def _torchrun_all_reduce(*emulate_args: str) -> dict[int, dict]:
                            "--", sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                            "allreduce_torchrun.py"], capture_output=True, text=True, timeout=600, cwd=PROGRAMS)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"rank"')]
+    rows = [json.loads(m) for m in re.findall(r'\{"rank": [^{}]*\}', proc.stdout)]
     return {r["rank"]: r for r in rows}
 
 

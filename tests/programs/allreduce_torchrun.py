@@ -23,5 +23,6 @@ t0 = time.perf_counter()
 dist.all_reduce(x)
 torch.cuda.synchronize()
 t1 = time.perf_counter()
-print(json.dumps({"rank": rank, "all_reduce_ms": (t1 - t0) * 1e3, "t0": t0, "t1": t1}), flush=True)
+# One write of one line: both ranks share torchrun's stdout.
+os.write(1, (json.dumps({"rank": rank, "all_reduce_ms": (t1 - t0) * 1e3, "t0": t0, "t1": t1}) + "\n").encode())
 dist.destroy_process_group()
