@@ -117,7 +117,7 @@ def stop_process_groups(pgids: list[int], pids: list[int] = (),
         for kill, target in alive:
             try:
                 kill(target, 0)
-                if kill is os.kill and _is_zombie(target):
+                if kill is os.kill and not pid_alive(target):
                     continue
                 still.append((kill, target))
             except (ProcessLookupError, PermissionError):
@@ -130,10 +130,12 @@ def stop_process_groups(pgids: list[int], pids: list[int] = (),
             pass
 
 
-def _is_zombie(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists on this host and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
-        return True
-    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] in (b"Z", b"X")
+        return False
+    state = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X")

@@ -655,17 +655,6 @@ class Timekeeper:
                 self._invalidate()
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process exists on this host and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    state = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X")
-
-
 def format_report(report: dict) -> str:
     """The deadlock report as lines for a terminal."""
     lines = [f"deadlock at virtual time {report['gvt_ns']} ns: every process is blocked and "

@@ -49,10 +49,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from revati.errors import TimekeeperLost
-from revati.lifetime import stop_process_groups
+from revati.lifetime import pid_alive, stop_process_groups
 from revati.shim.coord.core import (
     EXIT_ERROR, EXIT_OK, EXIT_USAGE, CoreConfig, ProtocolViolation, Timekeeper, format_report,
-    pid_alive,
 )
 from revati.shim.coord.wire import (
     C2S, ENV_ADDRESS, ENV_TICKET, ENV_TOKEN, Address, FrameReader, ProtocolError, decode, encode,
