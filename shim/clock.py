@@ -9,7 +9,8 @@
 #     explicitly;
 #   - jumps at synchronisation points and granted waits (never backwards).
 # CPU time rather than wall time keeps the clock honest when other emulated processes share
-# the cores. With ``count_host_cpu=False`` the clock moves only by charges and jumps, which
+# the cores. ``host_ns()`` is how much of the clock's advance came from measured host CPU (the
+# part of a run's result that depends on this machine, scaled to --host-cpu). With ``count_host_cpu=False`` the clock moves only by charges and jumps, which
 # makes runs bit-for-bit repeatable (used by tests).
 """
 
@@ -37,6 +38,7 @@ class ProcessClock:
         self._base_v = int(start_ns)
         self._base_cpu = cpu_ns()
         self._base_excl = self._excluded()
+        self._host_before_base = 0  # host CPU (scaled) counted before the current base
 
     def _excluded(self) -> int:
         return self.shim_cpu_ns + (self._extra() if self._extra is not None else 0)
@@ -50,6 +52,10 @@ class ProcessClock:
 
     def now(self) -> int:
         return self.now_at(cpu_ns())
+
+    def host_ns(self) -> int:
+        """Virtual ns this clock has advanced by measured host CPU (not charges or jumps), so far."""
+        return self._host_before_base + (self.now() - self._base_v)
 
     def forget_host_cpu_so_far(self) -> None:
         """CPU time spent until now was revati's (activation: torch's CUDA stand-ins, the
@@ -73,6 +79,7 @@ class ProcessClock:
             cpu = cpu_ns()
             now = self.now_at(cpu)
             if t_ns > now:
+                self._host_before_base += now - self._base_v
                 self._base_v = int(t_ns)
                 self._base_cpu = cpu
                 self._base_excl = self._excluded()

@@ -67,6 +67,7 @@ class Runtime:
             "process_name": self.timeline.process_name,
             "gpu": self.config.gpu,
             "virtual_now_ns": self.clock.now(),
+            "host_cpu_ns": self.clock.host_ns(),
             "shim_cpu_ns": self.clock.shim_cpu_ns,
             "ops": self.stats.ops,
             "cache_hits": self.stats.cache_hits,

@@ -29,3 +29,26 @@ def test_revati_start_up_is_not_the_programs_time(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (summary,) = [json.loads(p.read_text()) for p in tmp_path.glob("process-*.json")]
     assert summary["virtual_now_ns"] < 20_000_000, summary  # interpreter shutdown only
+
+
+def test_host_share_counts_cpu_but_not_charges_or_jumps():
+    from revati.shim.clock import ProcessClock
+
+    clock = ProcessClock(start_ns=1_000)
+    sum(i * i for i in range(300_000))  # some host CPU
+    host = clock.host_ns()
+    assert host > 0
+    clock.charge(5_000_000)
+    clock.advance_to(clock.now() + 50_000_000)
+    assert clock.host_ns() - host < 2_000_000  # the charge and the jump are not host time
+    assert ProcessClock(count_host_cpu=False).host_ns() == 0
+
+
+def test_main_job_reports_its_host_time_share(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "--num-prompts", "2", "--random-output-len", "4",
+                           "--result-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < metrics["host_time_share"] <= 1
+    assert metrics["host_cpu"] == "native" and metrics["host_speed_factor"] == 1.0
+    assert "Host CPU share of virtual time" in proc.stdout

@@ -49,6 +49,7 @@ class RunExtras:
     versions: dict[str, str] = field(default_factory=dict)
     host_cpu: str | None = None             # the host the host time stands for (--host-cpu)
     host_speed_factor: float | None = None  # measured host time was divided by this
+    host_time_share: float | None = None    # of the benchmark's virtual time: measured host CPU (0..1)
 
     def __post_init__(self) -> None:
         if self.wall_duration_s is not None and not self.wall_duration_s > 0:
@@ -118,6 +119,7 @@ def _extras_dict(virtual_s: float, extras: RunExtras) -> dict:
         "versions": dict(extras.versions),
         "host_cpu": extras.host_cpu,
         "host_speed_factor": extras.host_speed_factor,
+        "host_time_share": extras.host_time_share,
     }
 
 

@@ -72,6 +72,9 @@ def summary_table(result: dict, title: str = "Serving Benchmark Result") -> Tabl
     row("Fallback ops (roofline)", "fallback_op_count")
     row("GPU", "gpu")
     row("Model", "model")
+    row("Host CPU (host time scaled to)", "host_cpu")
+    if result.get("host_time_share") is not None:
+        table.add_row("Host CPU share of virtual time", f"{result['host_time_share']:.0%}")
     return table
 
 

@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> dict:
     manager.start()
     records: dict[str, RequestRecord] = {}
     t0 = time.perf_counter()
+    host0, virtual0 = rt.clock.host_ns(), rt.clock.now()
     try:
         for req in workload:
             wait = req.arrival_s - (time.perf_counter() - t0)
@@ -170,6 +171,7 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         manager.stop(block=True, timeout=30)
     duration = time.perf_counter() - t0
+    host_share = (rt.clock.host_ns() - host0) / max(1, rt.clock.now() - virtual0)
     recs = sorted(records.values(), key=lambda r: r.request_id)
     goodput = parse_goodput(args.goodput)
     metrics = compute_metrics(recs, duration, MetricsConfig(goodput_slos_ms=goodput))
@@ -186,7 +188,8 @@ def run(args: argparse.Namespace) -> dict:
             engine_config={"dtype": args.dtype, "max_batch_tokens": args.max_batch_tokens},
             versions={"torch": __import__("torch").__version__, "transformers": transformers.__version__},
             host_cpu=rt.config.host_cpu if rt.config.count_host_cpu else "not counted (--no-host-cpu)",
-            host_speed_factor=rt.config.host_speed if rt.config.count_host_cpu else None))
+            host_speed_factor=rt.config.host_speed if rt.config.count_host_cpu else None,
+            host_time_share=min(1.0, host_share)))
     if args.result_dir:
         out_dir = Path(args.result_dir)
         write_result(result, out_dir / METRICS_FILE)
