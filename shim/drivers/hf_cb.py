@@ -113,8 +113,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import logging
+
     import torch  # noqa: F401  (cuda is virtual here)
     import transformers
+
+    # The Hub kernels package says, for every kernel repo it looks up, that offline mode skips its
+    # publisher check: revati runs offline on purpose (no weights, no kernels are fetched).
+    logging.getLogger("kernels").setLevel(logging.ERROR)
     from transformers import GenerationConfig
 
     from revati.shim import runtime
