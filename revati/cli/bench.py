@@ -42,7 +42,12 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 
 @click.group()
 def bench() -> None:
-    """Benchmark a serving endpoint (revati's own client)."""
+    """Benchmark a serving endpoint (revati's own client).
+
+    \b
+    Examples:
+      revati bench serve --base-url http://127.0.0.1:8000 --model M --num-prompts 200 --request-rate 4
+    """
 
 
 @bench.command("serve")
@@ -92,7 +97,15 @@ def bench() -> None:
 @click.option("--quiet", "--disable-tqdm", "quiet", is_flag=True, help="No progress bar and no table.")
 @click.argument("more_goodput", nargs=-1, metavar="")
 def serve(more_goodput: tuple[str, ...], **kw) -> None:
-    """Send a workload to an OpenAI-compatible server and report vLLM-style serving metrics."""
+    """Send a workload to an OpenAI-compatible server and report vLLM-style serving metrics.
+
+    \b
+    Examples:
+      revati bench serve --base-url http://127.0.0.1:8000 --model M --num-prompts 200 \\
+          --request-rate 4 --random-input-len 128 --random-output-len 128 --result-dir out/
+      revati bench serve --base-url http://127.0.0.1:8000 --model M --dataset-name azure \\
+          --dataset-path azure_conv_2023 --goodput ttft:500 tpot:50
+    """
     # `--goodput ttft:500 tpot:50` as in vLLM: click options take one value, so the SLOs after the
     # first arrive as positional arguments.
     if more_goodput and not kw["goodput"]:

@@ -51,7 +51,13 @@ def models() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary line per GPU.")
 def fit_cmd(gpu_names, all_gpus, families, trace_dirs, no_embedded_traces, out_dir, no_cross_source,
             min_rows, quiet) -> None:
-    """Fit models per op family and dtype, choosing each form by held-out error."""
+    """Fit models per op family and dtype, choosing each form by held-out error.
+
+    \b
+    Examples:
+      revati models fit --gpu h100 --gpu a100
+      revati models fit --all --traces traces/my-run -o models/
+    """
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -117,7 +123,20 @@ class _nullcontext:
 @click.option("--models-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with <gpu>/models.parquet [default: $REVATI_HOME/models, then embedded].")
 def predict_cmd(gpu, input_path, output, fmt, models_dir) -> None:
-    """Predict each op of INPUT (csv or parquet) on a GPU; adds predicted_ms and predicted_by."""
+    """Predict each op of INPUT (csv or parquet) on a GPU; adds predicted_ms and predicted_by.
+
+    INPUT has one op per row: column `op` (gemm, attn_prefill, attn_decode, all_reduce, norm,
+    ... as `revati db kernels` names them), the family's parameter columns (m, n, k for gemm;
+    batch_size, q_tokens, kv_len, num_heads, num_kv_heads, head_dim for attention; tokens,
+    hidden for norm, rope, activation, elementwise, embedding; message_bytes, world_size for
+    collectives) and optionally `dtype` (default bf16). Rows may mix families.
+
+    \b
+    Examples:
+      printf 'op,m,n,k,dtype\\ngemm,16,4096,4096,bf16\\n' > ops.csv
+      revati models predict --gpu h100 ops.csv
+      revati models predict --gpu a100 ops.parquet -o predicted.parquet
+    """
     from revati.replay import predict_table
     from revati.replay.predictor import load_predictor
 
@@ -174,7 +193,13 @@ def _write_output(table, path: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--worst", default=3, show_default=True, help="Worst held-out shapes shown per model.")
 def report_cmd(gpu, models_dir, as_json, worst) -> None:
-    """Held-out error per family (MAPE, median, p90), worst shapes, cross-source noise floor."""
+    """Held-out error per family (MAPE, median, p90), worst shapes, cross-source noise floor.
+
+    \b
+    Examples:
+      revati models report --gpu h100
+      revati models report --gpu a100 --json --worst 10
+    """
     from revati.replay import model_report
 
     data = model_report.collect(gpu, models_dir)

@@ -19,7 +19,13 @@ import click
 @click.option("--gpu", default=None, help="GPU to predict for (default: the one the run was traced on)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout")
 def replay(run_dir: Path, gpu: str | None, as_json: bool) -> None:
-    """Re-time the op sequence recorded in RUN_DIR with the predictor and compare per op family."""
+    """Re-time the op sequence recorded in RUN_DIR with the predictor and compare per op family.
+
+    \b
+    Examples:
+      revati replay traces/my-run                 # on the GPU it was traced on
+      revati replay traces/my-run --gpu a100 --json
+    """
     from revati.replay.replay import replay_run
 
     report = replay_run(run_dir, gpu=gpu)

@@ -15,7 +15,13 @@ import click
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder for the report.")
 @click.option("--title", default=None, help="Report title.")
 def report(results, output_dir, title) -> None:
-    """Latency-vs-rate curves and a Pareto front from a sweep's results table."""
+    """Latency-vs-rate curves and a Pareto front from a sweep's results table.
+
+    \b
+    Examples:
+      revati report out/sweep/sweep_results.parquet -o out/report
+      revati report sweep_results.parquet -o docs/report --title "Llama-2-7B on H100 vs A100"
+    """
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -29,7 +29,14 @@ import click
 @click.option("--dry-run", is_flag=True, help="Print the runs and their commands; run nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no tables.")
 def sweep(sweep_file, jobs, ray_address, retry_failed, output_dir, dry_run, quiet) -> None:
-    """Run the Cartesian product of engine x workload parameters (x GPUs) in SWEEP_FILE."""
+    """Run the Cartesian product of engine x workload parameters (x GPUs) in SWEEP_FILE.
+
+    \b
+    Examples:
+      revati sweep docs/sample_report/sweep.yaml --dry-run
+      revati sweep my_sweep.yaml --jobs 2 --output-dir out/sweep
+      revati sweep my_sweep.yaml --ray auto --retry-failed
+    """
     from dataclasses import replace
 
     from revati.errors import BadInput

@@ -47,6 +47,11 @@ def trace(backends, out_dir, run_id, warmup_steps, quiet, keep_raw, bpf_libs, pr
 
     Put the command after `--`. Without a GPU only host-side ops are recorded, and the run
     says so. The command's exit status becomes revati's.
+
+    \b
+    Examples:
+      revati trace -o traces/my-run --warmup-steps 1 -- python bench.py
+      revati trace --backend kineto,bpf -o traces/bpf-run -- python -m vllm.entrypoints.cli.main bench latency
     """
     from rich.console import Console
 
