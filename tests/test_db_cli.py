@@ -480,3 +480,21 @@ def test_import_to_below_a_regular_file_is_one_line(tmp_path, below):
     assert (tmp_path / "file").read_text() == "not a folder\n"
     assert_one_line_error(run("import", "vidur", str(src), "--to", "/etc/hostname/sub", "-q"),
                           "/etc/hostname is a file")
+
+
+def test_kernels_for_a_gpu_without_data_says_why():
+    proc = subprocess.run([sys.executable, "-m", "revati", "db", "kernels", "--gpu", "b200"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "gpu=b200: no ops or kernels recorded" in proc.stderr and "h100_sxm" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_tables_piped_to_a_program_keep_whole_rows():
+    # Not a terminal: rich used to lay the table out in 80 columns, wrapping numbers mid-value.
+    proc = subprocess.run([sys.executable, "-m", "revati", "db", "kernels", "--gpu", "h100", "--limit", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 3  # one line per row: nothing wrapped
+    assert all(line.count("│") == 9 for line in rows)  # 8 columns

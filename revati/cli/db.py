@@ -17,9 +17,9 @@ from revati.errors import BadInput
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from revati.console import console
 
-    return Console(stderr=stderr, highlight=False)
+    return console(stderr=stderr, highlight=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -258,7 +258,12 @@ def kernels(gpu: str | None, op: str | None, source: str | None, limit: int) -> 
     """
     with _open_db() as kdb:
         result = kdb.top_kernels(gpu=gpu, op=op, source=source, limit=limit)
-    filters = ", ".join(f"{k}={v}" for k, v in (("gpu", gpu), ("op", op), ("source", source)) if v)
+        filters = ", ".join(f"{k}={v}" for k, v in (("gpu", gpu), ("op", op), ("source", source)) if v)
+        if result.num_rows == 0:
+            have = [r["gpu"] for r in kdb.query(
+                "SELECT DISTINCT gpu FROM op_samples WHERE gpu IS NOT NULL ORDER BY gpu").to_pylist()]
+            raise BadInput(filters or "db kernels", "no ops or kernels recorded for that; GPUs with data: "
+                           f"{', '.join(have) or 'none'} (revati db info lists sources and runs)")
     _print_table(result, title=f"top ops/kernels by total time{f' ({filters})' if filters else ''}")
 
 

@@ -44,10 +44,11 @@ def _pct(value: float | None) -> str:
 
 
 def _print(report) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from revati.console import console as make_console
+
+    console = make_console(highlight=False)
     table = Table(title=f"replay of {report.run_id} on {report.gpu}", header_style="bold")
     for col, justify in (("family", "left"), ("ops", "right"), ("predicted ms", "right"),
                          ("measured ms", "right"), ("error", "right")):

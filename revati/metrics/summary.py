@@ -79,4 +79,6 @@ def summary_table(result: dict, title: str = "Serving Benchmark Result") -> Tabl
 
 
 def print_summary(result: dict, console: Console | None = None) -> None:
-    (console or Console()).print(summary_table(result))
+    from revati.console import console as make_console
+
+    (console or make_console()).print(summary_table(result))

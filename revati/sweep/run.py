@@ -101,7 +101,9 @@ def run_sweep(
 
     outcome.results_path = write_results(cfg.name, outcome.runs, sweep_dir)
     if not quiet:
-        print_outcome(outcome, Console())
+        from revati.console import console as make_console
+
+        print_outcome(outcome, make_console())
     return outcome
 
 
