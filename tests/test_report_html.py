@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -60,3 +62,60 @@ def test_report_rejects_foreign_files(tmp_path):
     (tmp_path / "x.parquet").write_bytes(b"not parquet")
     res = CliRunner().invoke(cli, ["report", str(tmp_path / "x.parquet"), "-o", str(tmp_path / "r")])
     assert res.exit_code == 1 and "Traceback" not in res.output and "not a readable Parquet file" in res.output
+
+
+def test_report_states_and_draws_its_slos(results, tmp_path):
+    res = CliRunner().invoke(cli, ["report", str(results), "-o", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "SLOs: p99 TTFT &lt;= 200 ms and p99 TPOT &lt;= 20 ms" in html
+    # only what varies between the rows is a column; the constant keys are said once
+    assert "Same in every row:" in html and "max_num_seqs=32" in html
+    assert '{"max_num_seqs": 32}' not in html
+
+
+def test_latency_axes_go_logarithmic_when_values_span_decades():
+    from matplotlib import pyplot as plt
+
+    from revati.report import plots
+    from revati.report.data import Curve, Point
+
+    calls = []
+    real = plt.Axes.set_yscale
+
+    def spy(self, value, **kw):
+        calls.append((self.get_title(), value))
+        return real(self, value, **kw)
+
+    curve = Curve("k", {}, "c", [Point("a", 1.0, {"p50_ttft_ms": 20.0, "p50_tpot_ms": 10.0, "p50_e2el_ms": 900.0}, 1),
+                                 Point("b", 8.0, {"p50_ttft_ms": 9000.0, "p50_tpot_ms": 12.0, "p50_e2el_ms": 950.0}, 1)])
+    plt.Axes.set_yscale = spy
+    try:
+        plots.latency_vs_rate([curve], {"percentile": 99, "ttft_ms": 500, "tpot_ms": None})
+    finally:
+        plt.Axes.set_yscale = real
+    assert ("TTFT vs request rate", "log") in calls
+    assert not any(t.startswith(("TPOT", "E2EL")) for t, _ in calls)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(results, tmp_path):
+    rep = tmp_path / "rep"
+    assert CliRunner().invoke(cli, ["report", str(results), "-o", str(rep)]).exit_code == 0
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (rep / "report.html").as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "SLOs: p99 TTFT &lt;= 200 ms" in dom.stdout and dom.stdout.count("<img") == 2
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,2400", url], capture_output=True,
+                   timeout=120, check=True)
+    pixels = mpimg.imread(shot)
+    # the plots drew: many distinct colours, not a blank or text-only page
+    colours = {tuple(px) for px in (pixels[::7, ::7, :3] * 255).astype(int).reshape(-1, 3)}
+    assert len(colours) > 50

@@ -42,7 +42,9 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, ti
     results_path = Path(results_path)
     out = Path(out_dir)
     curves, failed = load_curves(results_path)
-    latency = plots.latency_vs_rate(curves)
+    slo_results, slo_note = _read_slo(results_path.parent / "slo_search.json")
+    targets = next((r.get("slo") for r in slo_results or [] if r.get("slo")), None)
+    latency = plots.latency_vs_rate(curves, targets)
     pareto = plots.pareto_front(curves)
     paths = {"latency": out / LATENCY_PNG, "pareto": out / PARETO_PNG, "html": out / REPORT_FILE}
     atomic_write_bytes(paths["latency"], latency)
@@ -54,13 +56,10 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, ti
              f"<p class='note'>From <code>{html.escape(str(results_path))}</code>: {len(curves)} configuration(s), "
              f"{sum(len(c.points) for c in curves)} successful run(s), {failed} failed. "
              f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.</p>"]
-    slo_file = results_path.parent / "slo_search.json"
-    if slo_file.exists():
-        try:
-            slo = json.loads(slo_file.read_text(encoding="utf-8"))
-            parts.append(_slo_table(slo))
-        except ValueError:
-            parts.append("<p class='note'>slo_search.json is unreadable; SLO table left out.</p>")
+    if slo_results is not None:
+        parts.append(_slo_table(slo_results, targets))
+    elif slo_note:
+        parts.append(f"<p class='note'>{html.escape(slo_note)}</p>")
     parts += ["<h2>Latency vs request rate</h2>", _img(latency, "latency vs request rate"),
               "<h2>Throughput per GPU vs per-user throughput</h2>", _img(pareto, "Pareto front")]
     parts.append("<h2>Runs</h2>")
@@ -75,16 +74,53 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, ti
     return paths
 
 
-def _slo_table(results: list[dict]) -> str:
-    rows = ["<h2>Highest request rate meeting the SLOs</h2><table><tr><th class='l'>GPU</th>"
-            "<th class='l'>engine</th><th class='l'>workload</th><th>max rate (req/s)</th><th>bracket</th></tr>"]
+def _read_slo(path: Path) -> tuple[list[dict] | None, str]:
+    if not path.exists():
+        return None, ""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), ""
+    except ValueError:
+        return None, "slo_search.json is unreadable; SLO table left out."
+
+
+def slo_sentence(targets: dict | None) -> str:
+    """What "meeting the SLOs" means, in words."""
+    if not targets:
+        return "SLO targets: not recorded by this sweep (made before they were stored)."
+    p = f"{float(targets.get('percentile', 99)):g}"
+    parts = [f"p{p} {name} <= {targets[key]:g} ms" for key, name in (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"))
+             if targets.get(key) is not None]
+    return "SLOs: " + " and ".join(parts) + " (red dotted lines in the latency plots)."
+
+
+def _varying(dicts: list[dict]) -> list[str]:
+    keys = sorted({k for d in dicts for k in d})
+    return [k for k in keys if len({json.dumps(d.get(k), default=str) for d in dicts}) > 1]
+
+
+def _slo_table(results: list[dict], targets: dict | None) -> str:
+    # Only the keys that differ between rows: the constant ones are the sweep's, said once.
+    engine_keys = _varying([r.get("engine") or {} for r in results])
+    workload_keys = _varying([r.get("workload") or {} for r in results])
+    const = {**{k: v for k, v in (results[0].get("engine") or {}).items() if k not in engine_keys},
+             **{k: v for k, v in (results[0].get("workload") or {}).items() if k not in workload_keys}} if results else {}
+    rows = ["<h2>Highest request rate meeting the SLOs</h2>",
+            f"<p class='slo'>{html.escape(slo_sentence(targets))}</p>"]
+    if const:
+        rows.append("<p class='note'>Same in every row: "
+                    + html.escape(", ".join(f"{k}={v}" for k, v in sorted(const.items()))) + "</p>")
+    rows.append("<table><tr><th class='l'>GPU</th>"
+                + "".join(f"<th class='l'>{html.escape(k)}</th>" for k in engine_keys + workload_keys)
+                + "<th>max rate (req/s)</th><th>bracket</th></tr>")
     for r in results:
         rate = "none in range" if r.get("max_rate") is None else _num(float(r["max_rate"]))
         if r.get("at_upper_bound"):
             rate += " (upper bound)"
         lo, hi = (r.get("bracket") or [None, None])[:2]
-        rows.append(f"<tr><td class='l'>{_num(r.get('gpu'))}</td><td class='l'>{html.escape(json.dumps(r.get('engine')))}</td>"
-                    f"<td class='l'>{html.escape(json.dumps(r.get('workload')))}</td><td>{rate}</td>"
-                    f"<td>[{_num(lo)}, {_num(hi)}]</td></tr>")
+        cells = [(r.get("engine") or {}).get(k) for k in engine_keys] + \
+                [(r.get("workload") or {}).get(k) for k in workload_keys]
+        rows.append(f"<tr><td class='l'>{_num(r.get('gpu'))}</td>"
+                    + "".join(f"<td class='l'>{_num(v)}</td>" for v in cells)
+                    + f"<td>{rate}</td><td>[{_num(lo)}, {_num(hi)}]</td></tr>")
     rows.append("</table>")
     return "\n".join(rows)

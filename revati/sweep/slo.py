@@ -67,6 +67,8 @@ class CurveSearch:
             "max_rate": self.lo,
             "bracket": [self.lo, self.hi],
             "at_upper_bound": self.lo is not None and self.lo >= slo.rate_high,
+            # the targets themselves, so a report can say what "meeting the SLOs" meant
+            "slo": {"percentile": slo.percentile, "ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms},
             "probes": sorted(self.probes, key=lambda p: p["request_rate"]),
         }
 
