@@ -34,3 +34,14 @@ def test_help_has_an_example(path):
     assert result.exit_code == 0, result.output
     assert "Example" in result.output, f"`revati {' '.join(path)} --help` shows no example"
     assert "revati " in result.output.split("Example", 1)[1]
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "revati")
+def test_every_option_has_help_text(path):
+    ctx = click.Context(cli)
+    cmd = cli
+    for name in path:
+        cmd = cmd.get_command(ctx, name)
+    missing = [p.opts[0] for p in cmd.params if isinstance(p, click.Option) and not p.help and not p.hidden
+               and p.opts[0] not in ("--help",)]
+    assert missing == [], f"`revati {' '.join(path)}` options without help: {missing}"

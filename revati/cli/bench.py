@@ -54,17 +54,20 @@ def bench() -> None:
 @click.option("--backend", type=click.Choice(sorted(BACKENDS)), default="openai", show_default=True,
               help="openai: /v1/completions; openai-chat: /v1/chat/completions.")
 @click.option("--base-url", default=None, help="Server base URL (default http://HOST:PORT).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Server host, when no --base-url.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Server port, when no --base-url.")
 @click.option("--endpoint", default=None, help="API path (default: the backend's).")
 @click.option("--model", default=None, help="Model name; default: the server's first model (/v1/models).")
 @click.option("--served-model-name", default=None, help="Name the server knows the model by, if not --model.")
 @click.option("--tokenizer", default=None, help="Tokenizer path/name for text prompts (default: --model if a local directory).")
-@click.option("--dataset-name", type=click.Choice(DATASETS), default="random", show_default=True)
+@click.option("--dataset-name", type=click.Choice(DATASETS), default="random", show_default=True,
+              help="Where prompts and lengths come from (random, or a request trace with --dataset-path).")
 @click.option("--dataset-path", default=None, help="azure: shipped trace name or request_trace Parquet; mooncake: JSONL file.")
-@click.option("--num-prompts", default=1000, show_default=True, type=int)
-@click.option("--random-input-len", "--input-len", "random_input_len", default=1024, show_default=True, type=int)
-@click.option("--random-output-len", "--output-len", "random_output_len", default=128, show_default=True, type=int)
+@click.option("--num-prompts", default=1000, show_default=True, type=int, help="Requests to send.")
+@click.option("--random-input-len", "--input-len", "random_input_len", default=1024, show_default=True, type=int,
+              help="Random dataset: prompt tokens per request.")
+@click.option("--random-output-len", "--output-len", "random_output_len", default=128, show_default=True, type=int,
+              help="Random dataset: output tokens per request.")
 @click.option("--random-range-ratio", default=0.0, show_default=True, type=float,
               help="Lengths uniform in [len*(1-r), len*(1+r)].")
 @click.option("--request-rate", default="inf", show_default=True,
@@ -73,10 +76,12 @@ def bench() -> None:
               help="Gamma shape of inter-arrival gaps: 1 = Poisson, <1 burstier, >1 smoother.")
 @click.option("--max-concurrency", default=None, type=int, help="Most requests in flight.")
 @click.option("--trace-time-scale", default=1.0, show_default=True, type=float, help="Replay a trace this many times faster.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the workload's draws.")
 @click.option("--goodput", multiple=True, help="SLOs as KEY:MS (ttft, tpot, e2el); repeat or space-separate.")
-@click.option("--percentile-metrics", default="ttft,tpot,itl,e2el", show_default=True)
-@click.option("--metric-percentiles", default="50,90,95,99", show_default=True)
+@click.option("--percentile-metrics", default="ttft,tpot,itl,e2el", show_default=True,
+              help="Metrics whose percentiles are reported (comma-separated).")
+@click.option("--metric-percentiles", default="50,90,95,99", show_default=True,
+              help="Percentiles reported for those metrics (comma-separated).")
 @click.option("--length-control", type=click.Choice(LENGTH_CONTROLS), default="ignore_eos", show_default=True,
               help="How output lengths are fixed: vLLM's ignore_eos, or a generation_config for transformers serve.")
 @click.option("--prompt-format", type=click.Choice(PROMPT_FORMATS), default=None,
@@ -87,10 +92,10 @@ def bench() -> None:
 @click.option("--extra-body", default=None, help="JSON object merged into every request body.")
 @click.option("--header", multiple=True, help="KEY=VALUE header sent with every request.")
 @click.option("--metadata", multiple=True, help="KEY=VALUE stored in the result JSON.")
-@click.option("--label", default=None)
+@click.option("--label", default=None, help="Free-text label stored in the result JSON.")
 @click.option("--save-result", is_flag=True, help="Write the result files (to --result-dir, else the current directory).")
 @click.option("--result-dir", default=None, type=click.Path(file_okay=False), help="Write metrics.json and requests.jsonl here.")
-@click.option("--result-filename", default="metrics.json", show_default=True)
+@click.option("--result-filename", default="metrics.json", show_default=True, help="Name of the result JSON in --result-dir.")
 @click.option("--ready-check-timeout-sec", default=0, show_default=True, type=float,
               help="Wait up to this long for the server to answer /v1/models.")
 @click.option("--gpu", default=None, help="Recorded in the result (revati emulate fills it in).")

@@ -52,11 +52,15 @@ def _gpu_choice(ctx, param, value: str) -> str:
               help="Main job: requests/s (inf = all at once).")
 @click.option("--burstiness", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Main job: gamma shape (1 = Poisson).")
-@click.option("--random-input-len", default=256, show_default=True, type=click.IntRange(1))
-@click.option("--random-output-len", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--random-range-ratio", default=0.0, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--max-concurrency", default=None, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--random-input-len", default=256, show_default=True, type=click.IntRange(1),
+              help="Main job, random dataset: prompt tokens per request.")
+@click.option("--random-output-len", default=64, show_default=True, type=click.IntRange(1),
+              help="Main job, random dataset: output tokens per request (EOS ignored, as vllm bench serve).")
+@click.option("--random-range-ratio", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Main job, random dataset: lengths drawn from [len*(1-r), len*(1+r)].")
+@click.option("--max-concurrency", default=None, type=click.IntRange(1),
+              help="Main job: at most this many requests in flight (default: no limit).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Main job: seed of the workload's draws.")
 @click.option("--goodput", multiple=True, help="Main job: SLO in ms, e.g. --goodput ttft:500 --goodput tpot:50.")
 @click.option("--result-dir", type=click.Path(file_okay=False), default=None,
               help="Main job: write metrics.json and requests.jsonl here.")
