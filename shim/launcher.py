@@ -41,6 +41,13 @@ class EmulationResult:
         return max((p.get("virtual_now_ns", 0) for p in self.processes), default=0) / 1e9
 
     @property
+    def host_time_share(self) -> float | None:
+        """Of the processes' virtual time, the part that was measured host CPU (0..1)."""
+        virtual = sum(p.get("virtual_now_ns", 0) for p in self.processes)
+        host = sum(p.get("host_cpu_ns", 0) for p in self.processes)
+        return min(1.0, host / virtual) if virtual > 0 else None
+
+    @property
     def fallback_op_count(self) -> int:
         return sum(p.get("fallback_op_count", 0) for p in self.processes)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,5 @@ def test_main_job_reports_its_host_time_share(tmp_path):
     assert 0 < metrics["host_time_share"] <= 1
     assert metrics["host_cpu"] == "native" and metrics["host_speed_factor"] == 1.0
     assert "Host CPU share of virtual time" in proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]  # names the GPU, the host reference and the share
+    assert re.search(r"on 1x h100_sxm; host CPU native, \d+% of virtual time", last), last

@@ -169,7 +169,8 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_cpu, host_speed, no_host_cpu
         click.echo(
             f"revati: {len(result.processes)} emulated process(es) on {num_gpus}x {gpu}; "
             f"host CPU {host.name if not no_host_cpu else 'not counted'}"
-            f"{f' (x{host.speed_factor:.3g})' if not no_host_cpu and host.speed_factor != 1.0 else ''}; "
+            f"{f' (x{host.speed_factor:.3g})' if not no_host_cpu and host.speed_factor != 1.0 else ''}"
+            f"{f', {result.host_time_share:.0%} of virtual time' if not no_host_cpu and result.host_time_share is not None else ''}; "
             f"processes ran {result.virtual_s:.3f} s virtual (start-up included) in {result.wall_s:.3f} s wall, "
             f"roofline fallbacks {result.fallback_op_count}", err=True)
     sys.exit(result.returncode)
