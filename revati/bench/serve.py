@@ -115,8 +115,9 @@ def _real_clock():
 def run_bench(cfg: BenchConfig, console: Console | None = None) -> dict:
     """Run the benchmark; write files if asked; return the result dict."""
     console = console or Console(stderr=True, quiet=cfg.quiet)
-    requests = build_workload(cfg.workload)
     tokenizer = load_tokenizer(cfg)
+    encode = None if tokenizer is None else (lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+    requests = build_workload(cfg.workload, encode)
     prompts, prompt_format = make_prompts(cfg, requests, tokenizer)
     count_tokens = None
     if tokenizer is not None:

@@ -62,7 +62,12 @@ def bench() -> None:
 @click.option("--tokenizer", default=None, help="Tokenizer path/name for text prompts (default: --model if a local directory).")
 @click.option("--dataset-name", type=click.Choice(DATASETS), default="random", show_default=True,
               help="Where prompts and lengths come from (random, or a request trace with --dataset-path).")
-@click.option("--dataset-path", default=None, help="azure: shipped trace name or request_trace Parquet; mooncake: JSONL file.")
+@click.option("--dataset-path", default=None, help="azure: shipped trace name or request_trace Parquet; mooncake: JSONL file; "
+                                                 "sharegpt: ShareGPT JSON; custom: JSONL with a \"prompt\" per line.")
+@click.option("--sharegpt-output-len", default=None, type=click.IntRange(1),
+              help="sharegpt: output tokens per request (default: the reply's own length).")
+@click.option("--custom-output-len", default=256, show_default=True, type=click.IntRange(1),
+              help="custom: output tokens per prompt.")
 @click.option("--num-prompts", default=1000, show_default=True, type=int, help="Requests to send.")
 @click.option("--random-input-len", "--input-len", "random_input_len", default=1024, show_default=True, type=int,
               help="Random dataset: prompt tokens per request.")
@@ -134,6 +139,7 @@ def serve(more_goodput: tuple[str, ...], **kw) -> None:
             request_rate=rate, burstiness=kw["burstiness"], max_concurrency=kw["max_concurrency"],
             random_input_len=kw["random_input_len"], random_output_len=kw["random_output_len"],
             random_range_ratio=kw["random_range_ratio"], trace_time_scale=kw["trace_time_scale"], seed=kw["seed"],
+            sharegpt_output_len=kw["sharegpt_output_len"], custom_output_len=kw["custom_output_len"],
         )
         check_dataset_path(workload)   # before waiting for the server: a typo is not worth a timeout
         model = kw["model"] or first_model(base_url, kw["ready_check_timeout_sec"])

@@ -45,8 +45,14 @@ def _gpu_choice(ctx, param, value: str) -> str:
               help="Main job only: a shipped model (llama-2-7b, llama-2-70b, llama-3-8b, qwen2.5-7b, mistral-7b, "
                    "tiny-llama; shapes only, no weights) or an HF model directory.")
 @click.option("--dataset-name", default="random", show_default=True,
-              type=click.Choice(["random", "sharegpt-like", "azure", "mooncake"]), help="Main job: workload.")
-@click.option("--dataset-path", default=None, help="Main job: trace file for azure/mooncake.")
+              type=click.Choice(["random", "sharegpt-like", "azure", "mooncake", "sharegpt", "custom"]),
+              help="Main job: workload (sharegpt and custom read --dataset-path as vllm bench serve does).")
+@click.option("--dataset-path", default=None,
+              help="Main job: azure/mooncake trace, ShareGPT JSON (sharegpt) or JSONL of prompts (custom).")
+@click.option("--sharegpt-output-len", default=None, type=click.IntRange(1),
+              help="Main job, sharegpt: output tokens per request (default: the reply's own length).")
+@click.option("--custom-output-len", default=256, show_default=True, type=click.IntRange(1),
+              help="Main job, custom: output tokens per prompt.")
 @click.option("--num-prompts", default=16, show_default=True, type=click.IntRange(1), help="Main job: requests.")
 @click.option("--request-rate", default=4.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Main job: requests/s (inf = all at once).")
@@ -74,7 +80,8 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the program's own output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def emulate(gpu, num_gpus, launch_overhead_us, host_cpu, host_speed, no_host_cpu, timeline_dir, stats_dir,
-            model, dataset_name, dataset_path, num_prompts, request_rate, burstiness, random_input_len,
+            model, dataset_name, dataset_path, sharegpt_output_len, custom_output_len, num_prompts, request_rate,
+            burstiness, random_input_len,
             random_output_len, random_range_ratio, max_concurrency, seed, goodput, result_dir,
             serve_port, deadlock_timeout_s, explain, verbose, quiet, command):
     """Run COMMAND with every CUDA kernel replaced by a jump of the virtual clock.
@@ -114,6 +121,8 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_cpu, host_speed, no_host_cpu
                 "--random-range-ratio", str(random_range_ratio), "--seed", str(seed)]
     workload += ["--dataset-path", dataset_path] if dataset_path else []
     workload += ["--max-concurrency", str(max_concurrency)] if max_concurrency else []
+    workload += ["--sharegpt-output-len", str(sharegpt_output_len)] if sharegpt_output_len else []
+    workload += ["--custom-output-len", str(custom_output_len)]
     client_cmd = None
     if serve_port is not None:
         if not command:
@@ -133,6 +142,8 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_cpu, host_speed, no_host_cpu
                    "--random-range-ratio", str(random_range_ratio), "--seed", str(seed))
         command += ("--dataset-path", dataset_path) if dataset_path else ()
         command += ("--max-concurrency", str(max_concurrency)) if max_concurrency else ()
+        command += ("--sharegpt-output-len", str(sharegpt_output_len)) if sharegpt_output_len else ()
+        command += ("--custom-output-len", str(custom_output_len))
         command += ("--result-dir", result_dir) if result_dir else ()
         command += ("--goodput", *goodput) if goodput else ()
         command += ("--quiet",) if quiet else ()

@@ -8,7 +8,10 @@
 - ``azure``: replay of a ``request_trace`` (``dataset_path``: a shipped name such as
   ``azure_conv_2023``, the default, or a Parquet file) at its recorded timestamps;
   ``request_rate``, if finite, instead resamples the trace's lengths under synthetic arrivals;
-- ``mooncake``: replay of a Mooncake JSONL file (``dataset_path``), prefixes from its hash ids.
+- ``mooncake``: replay of a Mooncake JSONL file (``dataset_path``), prefixes from its hash ids;
+- ``sharegpt`` / ``custom``: a ShareGPT JSON or a JSONL of prompts (``dataset_path``), read as
+  ``vllm bench serve`` reads them (:mod:`revati.workload.datasets`; needs a tokenizer), same
+  arrivals as random.
 
 ``trace_time_scale`` > 1 replays a trace faster. ``max_concurrency`` caps requests in flight
 (with an infinite rate that is a fixed-concurrency closed loop).
@@ -32,7 +35,8 @@ from revati.workload import arrivals, lengths
 from revati.workload.request import WorkloadRequest
 from revati.workload.traces import load_request_trace, read_mooncake_jsonl, trace_requests
 
-DATASETS = ("random", "sharegpt-like", "azure", "mooncake")
+DATASETS = ("random", "sharegpt-like", "azure", "mooncake", "sharegpt", "custom")
+PROMPT_FILE_DATASETS = ("sharegpt", "custom")  # prompts from a file, token counts from a tokenizer
 DEFAULT_AZURE_TRACE = "azure_conv_2023"
 
 
@@ -49,12 +53,19 @@ class WorkloadConfig:
     random_range_ratio: float = 0.0
     trace_time_scale: float = 1.0
     seed: int = 0
+    sharegpt_output_len: int | None = None  # sharegpt: fixed output length instead of the reply's
+    custom_output_len: int = 256            # custom: output tokens per prompt
 
     def __post_init__(self) -> None:
         if self.dataset_name not in DATASETS:
             raise ValueError(f"dataset_name must be one of {', '.join(DATASETS)}, got {self.dataset_name!r}")
         if self.dataset_name == "mooncake" and not self.dataset_path:
             raise ValueError("dataset mooncake needs dataset_path (a JSONL file)")
+        if self.dataset_name in PROMPT_FILE_DATASETS and not self.dataset_path:
+            raise ValueError(f"dataset {self.dataset_name} needs dataset_path "
+                             f"({'a ShareGPT JSON file' if self.dataset_name == 'sharegpt' else 'a JSONL file of prompts'})")
+        if (self.sharegpt_output_len is not None and self.sharegpt_output_len < 1) or self.custom_output_len < 1:
+            raise ValueError("sharegpt_output_len and custom_output_len must be >= 1")
         if self.dataset_name in ("random", "sharegpt-like") and self.dataset_path:
             raise ValueError(f"dataset {self.dataset_name} takes no dataset_path")
         if self.num_prompts < 1:
@@ -104,8 +115,13 @@ def check_dataset_path(cfg: WorkloadConfig) -> None:
         raise BadInput(cfg.dataset_path, where)
 
 
-def build_workload(cfg: WorkloadConfig) -> list[WorkloadRequest]:
-    """The requests of ``cfg``, in arrival order, deterministic in ``cfg.seed``."""
+def build_workload(cfg: WorkloadConfig, encode=None) -> list[WorkloadRequest]:
+    """The requests of ``cfg``, in arrival order, deterministic in ``cfg.seed``.
+
+    ``encode`` (text -> token ids) is the tokenizer that sharegpt and custom datasets need.
+    """
+    if cfg.dataset_name in PROMPT_FILE_DATASETS:
+        return _prompt_file_workload(cfg, encode)
     if cfg.dataset_name == "mooncake":
         return read_mooncake_jsonl(cfg.dataset_path, max_requests=cfg.num_prompts, time_scale=cfg.trace_time_scale)
     if cfg.dataset_name == "azure" and cfg.replays_timestamps:
@@ -127,3 +143,19 @@ def build_workload(cfg: WorkloadConfig) -> list[WorkloadRequest]:
                         output_tokens=int(outputs[i]))
         for i in range(cfg.num_prompts)
     ]
+
+
+def _prompt_file_workload(cfg: WorkloadConfig, encode) -> list[WorkloadRequest]:
+    from revati.workload import datasets
+
+    if encode is None:
+        raise BadInput("--tokenizer", f"dataset {cfg.dataset_name} needs a tokenizer to count its prompts' tokens "
+                                      "(--tokenizer, or a local model directory)")
+    if cfg.dataset_name == "sharegpt":
+        pairs = datasets.read_sharegpt(cfg.dataset_path, encode, cfg.num_prompts, cfg.seed, cfg.sharegpt_output_len)
+    else:
+        pairs = datasets.read_custom(cfg.dataset_path, encode, cfg.num_prompts, cfg.custom_output_len)
+    offsets = arrivals.from_rate(cfg.request_rate, cfg.burstiness).offsets_s(cfg.num_prompts, np.random.default_rng(cfg.seed))
+    return [WorkloadRequest(request_id=i, arrival_s=float(offsets[i]), prompt_tokens=len(ids), output_tokens=out,
+                            prompt_token_ids=tuple(ids))
+            for i, (ids, out) in enumerate(pairs)]

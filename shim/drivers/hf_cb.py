@@ -24,7 +24,7 @@ from revati.errors import BadInput, RevatiError
 from revati.metrics.aggregate import MetricsConfig, compute_metrics, parse_goodput
 from revati.metrics.records import RequestRecord, write_jsonl
 from revati.metrics.result import METRICS_FILE, REQUESTS_FILE, RunExtras, build_result, write_result
-from revati.workload.spec import WorkloadConfig, build_workload
+from revati.workload.spec import PROMPT_FILE_DATASETS, WorkloadConfig, build_workload
 
 # Model shapes known by name (HF config fields); any HF model directory works too.
 MODEL_SHAPES: dict[str, dict] = {
@@ -70,6 +70,22 @@ def model_source(model: str, build: bool = True) -> dict | str:
                           "nor a model directory")
 
 
+def model_encoder(model: str):
+    """text -> token ids with the model's own tokenizer (sharegpt and custom datasets)."""
+    from tokenizers import Tokenizer
+
+    source = model_source(model)
+    if isinstance(source, dict):  # a built-in shape: its shipped directory has the tokenizer
+        from revati import models_zoo
+
+        source = str(models_zoo.model_dir(model))
+    path = Path(source) / "tokenizer.json"
+    if not path.is_file():
+        raise BadInput(model, "no tokenizer.json in the model directory: sharegpt/custom datasets need one")
+    tokenizer = Tokenizer.from_file(str(path))
+    return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
+
+
 def build_model(model: str, dtype: str):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
@@ -97,6 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     ap.add_argument("--dataset-name", default="random")
     ap.add_argument("--dataset-path", default=None)
+    ap.add_argument("--sharegpt-output-len", type=int, default=None)
+    ap.add_argument("--custom-output-len", type=int, default=256)
     ap.add_argument("--num-prompts", type=int, default=32)
     ap.add_argument("--request-rate", type=float, default=4.0)
     ap.add_argument("--burstiness", type=float, default=1.0)
@@ -128,11 +146,13 @@ def run(args: argparse.Namespace) -> dict:
 
     wall0 = REAL["perf_counter"]()
     rt = runtime.get()
-    workload = build_workload(WorkloadConfig(
+    wl_cfg = WorkloadConfig(
         dataset_name=args.dataset_name, dataset_path=args.dataset_path, num_prompts=args.num_prompts,
         request_rate=args.request_rate, burstiness=args.burstiness, max_concurrency=args.max_concurrency,
         random_input_len=args.random_input_len, random_output_len=args.random_output_len,
-        random_range_ratio=args.random_range_ratio, seed=args.seed))
+        random_range_ratio=args.random_range_ratio, seed=args.seed,
+        sharegpt_output_len=args.sharegpt_output_len, custom_output_len=args.custom_output_len)
+    workload = build_workload(wl_cfg, model_encoder(args.model) if wl_cfg.dataset_name in PROMPT_FILE_DATASETS else None)
     model, cfg = build_model(args.model, args.dtype)
     vocab = cfg.vocab_size
     gen = GenerationConfig(max_new_tokens=max(r.output_tokens for r in workload), do_sample=False,
