@@ -217,3 +217,16 @@ def test_cli_binary_file_or_unknown_gpu_is_one_line(tmp_path, content, needle):
     path = tmp_path / "s.yaml"
     path.write_bytes(content)
     _one_line(CliRunner().invoke(cli, ["sweep", str(path)]), str(path), needle)
+
+
+def test_a_fresh_sweep_with_an_slo_search_says_nothing_was_already_done(tmp_path):
+    from revati.sweep.run import outcome_line
+
+    path = write_sweep(tmp_path / "s.yaml", tmp_path / "out", engine={"max_num_seqs": 32},
+                       workload={"request_rate": [2, 8], "num_prompts": 20, "random_output_len": 8},
+                       slo_search={"ttft_ms": 200, "tpot_ms": 20, "rate_low": 2, "rate_high": 8, "iterations": 1})
+    first = run_sweep(load_sweep(path), jobs=2, quiet=True)
+    assert ", 0 already done by an earlier invocation" in outcome_line(first), outcome_line(first)
+    again = run_sweep(load_sweep(path), jobs=2, quiet=True)
+    line = outcome_line(again)
+    assert " 0 ran, " in line and f"{len(again.runs)} already done" in line, line

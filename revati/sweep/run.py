@@ -107,11 +107,18 @@ def run_sweep(
     return outcome
 
 
+def outcome_line(outcome: SweepOutcome) -> str:
+    """How many runs ran now and how many an earlier invocation had done. An SLO search that
+    probes a rate the grid ran in this same invocation reuses that run: it is neither (a fresh
+    sweep used to say "44 ran, 12 already done")."""
+    ran_now = {o.run_id for r in outcome.reports for o in r.ran}
+    done_before = {i for r in outcome.reports for i in r.skipped_ok} - ran_now
+    return (f"{len(outcome.runs)} runs: {len(ran_now)} ran, {len(done_before)} already done by an earlier "
+            f"invocation, {len(outcome.failed_ids)} failed")
+
+
 def print_outcome(outcome: SweepOutcome, console: Console) -> None:
-    ran = sum(len(r.ran) for r in outcome.reports)
-    skipped = sum(len(r.skipped_ok) for r in outcome.reports)
-    console.print(f"{len(outcome.runs)} runs: {ran} ran, {skipped} already done, "
-                  f"{len(outcome.failed_ids)} failed -> {outcome.results_path}")
+    console.print(f"{outcome_line(outcome)} -> {outcome.results_path}")
     for run_id in outcome.failed_ids[:10]:
         console.print(f"  [red]failed[/red] {run_id}: see {outcome.sweep_dir / 'runs' / run_id}/stderr.log")
     if outcome.slo_results:
