@@ -4,8 +4,9 @@ Every wait the program can make with a timeout, and every blocking wait on I/O, 
 the coordinator (Note [Virtual time coordination]): the waiting thread registers a virtual
 deadline (or none) and really blocks on a private primitive; the coordinator wakes it when
 virtual time reaches the deadline, or its I/O / a notify from another thread wakes it first.
-Then the process clock jumps to the granted deadline, or to at least the coordinator's global
-virtual time when something real woke it. Zero timeouts never block.
+Then the process clock jumps to the granted deadline; when data woke it, the data's causal stamp
+moves the clock (not the global virtual time: docs/design_notes.md, item 2). Zero timeouts
+never block.
 """
 
 from __future__ import annotations

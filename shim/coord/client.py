@@ -29,13 +29,15 @@ API (all times are int ns of virtual time)::
 
     coord.join_group(group_key, rank, world_size)  # an exit of a member fails its peers
     coord.touch()                    # any shim call: ends a stall-detected block, O(1)
-    coord.gvt_ns()                   # latest global virtual time seen: floor for any wake-up
+    coord.gvt_ns()                   # latest global virtual time seen (for reports; not a floor)
     coord.coordination_cpu_ns()      # CPU time of the Coordinator's own thread
     coord.announce_child(timeout_s=None) -> ticket; coord.child_env(ticket) -> dict
     coord.child_started(ticket, pid); coord.cancel_child(ticket)
     coord.close()
 
-After any wait the shim continues at LVT = max(LVT, granted or data stamps, gvt_ns()).
+After a wait the shim continues at LVT = max(LVT, granted) when the timekeeper ended it, or at
+max(LVT, the data's stamps) when data did -- never at gvt_ns(), which is some other process's
+granted deadline (docs/design_notes.md, items 2 and 7).
 
 Rules for the callbacks the shim passes to ``begin_wait``:
 
@@ -68,12 +70,12 @@ names it for the shim.
 Example (a virtual sleep; the shim's LVT is ``lvt``)::
 
     coord = Coordinator.from_env("worker-rank0", lvt_fn=lambda: lvt)
-    lvt = max(lvt, coord.sleep_until(lvt + 5_000_000), coord.gvt_ns())
+    lvt = max(lvt, coord.sleep_until(lvt + 5_000_000))
     # the same through the shim's own primitive:
     woke = threading.Event()
     token = coord.begin_wait(lvt + 5_000_000, on_wake=lambda t: woke.set(), label="sleep")
     woke.wait()                      # the real wait; the shim uses its unpatched Event
-    lvt = max(lvt, coord.end_wait(token), coord.gvt_ns())
+    lvt = max(lvt, coord.end_wait(token) or lvt)
 """
 
 from __future__ import annotations
