@@ -12,24 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from proc_helpers import pids_with
 from revati.lifetime import stop_process_groups
 
 PROGRAMS = Path(__file__).parent / "programs"
-
-
-def _pids_with(marker: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1][1:2]
-        except OSError:
-            continue
-        if marker in cmd and state not in (b"Z", b"X"):
-            pids.append(int(entry))
-    return pids
 
 
 def _wait_for(predicate, timeout_s: float, what: str) -> None:
@@ -47,8 +33,8 @@ def _start_emulation(tmp_path, *emulate_args: str):
                              sys.executable, str(PROGRAMS / "forever.py"), marker],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)  # its own group: Ctrl-C goes to it alone
-    _wait_for(lambda: len(_pids_with(marker)) >= 2, 120, "the program and its child")
-    timekeepers = _pids_with(f"--parent-pid {proc.pid}")
+    _wait_for(lambda: len(pids_with(marker)) >= 2, 120, "the program and its child")
+    timekeepers = pids_with(f"--parent-pid {proc.pid}")
     assert len(timekeepers) == 1, timekeepers
     return proc, marker, timekeepers[0]
 
@@ -62,10 +48,10 @@ def test_everything_revati_started_ends_when_it_is_killed(tmp_path, how):
         os.kill(proc.pid, getattr(signal, how))
     try:
         proc.wait(timeout=30)
-        _wait_for(lambda: not _pids_with(marker), 10, "the program and its child to end")
-        _wait_for(lambda: not _pids_with(f"--parent-pid {proc.pid}"), 10, "the timekeeper to end")
+        _wait_for(lambda: not pids_with(marker), 10, "the program and its child to end")
+        _wait_for(lambda: not pids_with(f"--parent-pid {proc.pid}"), 10, "the timekeeper to end")
     finally:
-        stop_process_groups([], _pids_with(marker) + _pids_with(f"--parent-pid {proc.pid}"), grace_s=0.5)
+        stop_process_groups([], pids_with(marker) + pids_with(f"--parent-pid {proc.pid}"), grace_s=0.5)
         proc.stdout.close()
         stderr = proc.stderr.read()
         proc.stderr.close()
@@ -107,12 +93,12 @@ def test_a_child_tied_to_its_parent_ends_with_it(tmp_path):
               "time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", middle, marker])
     try:
-        _wait_for(lambda: len(_pids_with(marker)) == 2, 60, "both processes")
+        _wait_for(lambda: len(pids_with(marker)) == 2, 60, "both processes")
         proc.kill()
         proc.wait()
-        _wait_for(lambda: not _pids_with(marker), 10, "the tied child to end")
+        _wait_for(lambda: not pids_with(marker), 10, "the tied child to end")
     finally:
-        stop_process_groups([], _pids_with(marker), grace_s=0.5)
+        stop_process_groups([], pids_with(marker), grace_s=0.5)
 
 
 def test_parent_death_signal_is_available_here():
@@ -131,11 +117,11 @@ def test_revati_trace_takes_its_command_with_it(tmp_path, sig):
                              sys.executable, "-c", program, marker],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for(lambda: _pids_with(marker) and any(
-            p != proc.pid for p in _pids_with(marker)), 60, "the traced command")
+        _wait_for(lambda: pids_with(marker) and any(
+            p != proc.pid for p in pids_with(marker)), 60, "the traced command")
         time.sleep(0.5)  # past the command's start
         os.kill(proc.pid, getattr(signal, sig))
         proc.wait(timeout=30)
-        _wait_for(lambda: not _pids_with(marker), 10, "the traced command to end")
+        _wait_for(lambda: not pids_with(marker), 10, "the traced command to end")
     finally:
-        stop_process_groups([], _pids_with(marker), grace_s=0.5)
+        stop_process_groups([], pids_with(marker), grace_s=0.5)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from proc_helpers import pids_with
 from revati.replay.predictor import load_predictor
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -18,20 +19,6 @@ PROGRAMS = Path(__file__).parent / "programs"
 def _emulate(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "revati", "emulate", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=PROGRAMS)
-
-
-def _python_pids_running(marker: str) -> list[int]:
-    pids = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmd:
-            pids.append(int(pid))
-    return pids
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -71,7 +58,7 @@ def test_a_crashed_process_is_deregistered_and_nobody_hangs():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["child_exit"] == -9
     assert out["waited_s"] == pytest.approx(5.0, abs=0.05)
-    assert not _python_pids_running("crash_and_deadlock.py crash")
+    assert not pids_with("crash_and_deadlock.py crash")
 
 
 def test_a_deadlock_is_reported_and_stops_the_emulation():
@@ -82,7 +69,7 @@ def test_a_deadlock_is_reported_and_stops_the_emulation():
     assert "deadlock" in proc.stderr.lower()
     assert time.monotonic() - t0 < 60
     time.sleep(0.5)
-    assert not _python_pids_running("crash_and_deadlock.py deadlock")
+    assert not pids_with("crash_and_deadlock.py deadlock")
 
 
 def test_zeromq_waits_are_virtual_and_messages_causal(tmp_path):
