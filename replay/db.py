@@ -395,3 +395,19 @@ class DBInfo:
     gpus: list[dict]
     software: list[dict]
     duplicate_runs: list[dict]
+
+
+def traced_host_score(gpu: str | None, home: Path | None = None) -> tuple[str, float] | None:
+    """(label, score) of the newest host CPU score that ``revati trace`` recorded on a box with
+    ``gpu`` (``runs.host_score_s``), or None. See Note [Host-speed calibration] in revati/hostcpu.py."""
+    if gpu is None:
+        return None
+    try:
+        with KernelDB.open(home) as kdb:
+            rows = kdb.query("SELECT host, host_score_s FROM runs WHERE gpu = $gpu AND host_score_s IS NOT NULL "
+                             "ORDER BY started_at_ns DESC LIMIT 1", {"gpu": gpu}).to_pylist()
+    except (QueryError, SchemaError):  # no runs table yet: nothing recorded
+        return None
+    if not rows:
+        return None
+    return f"traced host {rows[0]['host']}", float(rows[0]["host_score_s"])

@@ -25,7 +25,7 @@ from revati.errors import BadInput
 from revati.replay.op_mapping import GenericOp, VocabOp
 from revati.replay.predictor import Predictor
 from revati.replay.trace_ops import Unit, load_trace_ops
-from revati.tracer.run_folder import check_run_dir, read_run_table
+from revati.run_folder import check_run_dir, read_run_table
 
 NO_MEASURED = "the trace has no device timing (recorded without a GPU): predicted times only"
 

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 from revati import vocab
 from revati.replay.op_mapping import GenericOp, MappedOp, VocabOp, map_op, normalize_dtype, normalize_name
-from revati.tracer.run_folder import check_run_dir, read_run_table
+from revati.run_folder import check_run_dir, read_run_table
 
 PARAM_COMMS = "record_param_comms"
 # record_function ranges a communication backend opens around its own work ("nccl:all_reduce",

@@ -24,8 +24,8 @@ from revati import parquet_io, schema, vocab
 from revati.errors import BadInput
 from revati.replay.op_mapping import VocabOp
 from revati.replay.trace_ops import load_trace_ops
-from revati.tracer.run_folder import OP_SAMPLES_FILE, check_run_dir, read_run_table
-from revati.tracer.tables import rows_to_table
+from revati.run_folder import OP_SAMPLES_FILE, check_run_dir, read_run_table
+from revati.tables import rows_to_table
 
 _PARAM_COLUMNS = {f.name for f in schema.OP_SAMPLES} & {p for fam in vocab.FAMILIES.values() for p in fam.params}
 

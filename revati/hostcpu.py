@@ -268,12 +268,16 @@ def known_targets() -> list[str]:
     return [NATIVE, AUTO, *sorted(REFERENCE_HOSTS)]
 
 
-def resolve_target(name: str, gpu: str | None = None, here: HostScore | None = None) -> HostTarget:
-    """``native``, ``auto`` or a reference name -> the factor that scales this machine's host time."""
+def resolve_target(name: str, here: HostScore | None = None,
+                   traced: tuple[str, float] | None = None) -> HostTarget:
+    """``native``, ``auto`` or a reference name -> the factor that scales this machine's host time.
+
+    ``traced``: for ``auto``, (label, score) of the host recorded in the target GPU's traces
+    (``revati.replay.db.traced_host_score``), or None when no trace records one.
+    """
     if name == NATIVE:
         return HostTarget(NATIVE, 1.0, None, None)
     if name == AUTO:
-        traced = traced_host_score(gpu)
         if traced is None:
             return HostTarget(f"{NATIVE} (auto: no trace of the target GPU records its host)", 1.0, None, None)
         label, target = traced
@@ -283,23 +287,6 @@ def resolve_target(name: str, gpu: str | None = None, here: HostScore | None = N
         raise BadInput("--host-cpu", f"unknown host CPU {name!r}; known: {', '.join(known_targets())}")
     here = here or cached_score()
     return HostTarget(label, here.score_s / target, target, here.score_s)
-
-
-def traced_host_score(gpu: str | None) -> tuple[str, float] | None:
-    """The newest host score that ``revati trace`` recorded on a box with ``gpu``, if any."""
-    if gpu is None:
-        return None
-    try:
-        from revati.replay.db import KernelDB
-
-        with KernelDB.open() as kdb:
-            rows = kdb.query("SELECT host, host_score_s FROM runs WHERE gpu = $gpu AND host_score_s IS NOT NULL "
-                             "ORDER BY started_at_ns DESC LIMIT 1", {"gpu": gpu}).to_pylist()
-    except Exception:  # noqa: BLE001 - no database, no runs table yet: nothing recorded
-        return None
-    if not rows:
-        return None
-    return f"traced host {rows[0]['host']}", float(rows[0]["host_score_s"])
 
 
 def main(argv: list[str] | None = None) -> int:

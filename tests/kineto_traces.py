@@ -142,7 +142,8 @@ def gpu_trace(steps: int = 3, step_ranges: bool = True) -> dict:
 def write_gpu_run(run_dir, steps_count: int = 3, warmup_steps: int = 0, run_id: str = "gpu-run"):
     """A complete run folder as `revati trace` leaves it after tracing gpu_trace() on an H100."""
     from revati import parquet_io
-    from revati.tracer import kineto_convert, run_folder, run_meta, steps, tables
+    from revati import run_folder, tables
+    from revati.tracer import kineto_convert, run_meta, steps
 
     trace = gpu_trace(steps=steps_count)
     marks = steps.StepMarks(ranges_ns=kineto_convert.find_step_ranges(trace))

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from revati.replay.trace_ops import load_trace_ops
-from revati.tracer.run_folder import read_run_table
+from revati.run_folder import read_run_table
 
 PY = sys.executable
 SCRIPTS = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_ground_truth"

@@ -9,7 +9,7 @@ import pytest
 
 from revati import hostcpu, parquet_io, paths
 from revati.errors import BadInput
-from revati.tracer import tables
+from revati import tables
 
 
 def test_a_measurement_is_the_fastest_of_its_repeats():
@@ -53,15 +53,20 @@ def test_unknown_target_names_the_known_ones():
 
 
 def test_auto_uses_the_score_traced_on_the_target_gpus_box():
-    assert hostcpu.resolve_target("auto", gpu="h100_sxm", here=_here(0.3)).speed_factor == 1.0
+    from revati.replay.db import traced_host_score
+
+    def auto(gpu):
+        return hostcpu.resolve_target("auto", here=_here(0.3), traced=traced_host_score(gpu))
+
+    assert auto("h100_sxm").speed_factor == 1.0
     row = {"run_id": "calib-test", "started_at_ns": 1, "gpu": "h100_sxm", "host": "gpu-box-1",
            "host_cpu_model": "Xeon Platinum", "host_score_s": 0.1}
     out = paths.user_traces_dir() / "calib-test" / "runs.parquet"
     parquet_io.write_table(tables.rows_to_table("runs", [row]), "runs", out)
-    target = hostcpu.resolve_target("auto", gpu="h100_sxm", here=_here(0.3))
+    target = auto("h100_sxm")
     assert target.speed_factor == pytest.approx(3.0)
     assert "gpu-box-1" in target.name
-    assert hostcpu.resolve_target("auto", gpu="a100_sxm_80gb", here=_here(0.3)).speed_factor == 1.0
+    assert auto("a100_sxm_80gb").speed_factor == 1.0
 
 
 BUSY = "import time\nt0 = time.perf_counter()\nsum(i * i for i in range(3_000_000))\nprint(time.perf_counter() - t0)"

@@ -15,7 +15,7 @@ from revati.replay import replay as replay_mod
 from revati.replay.predictor import Predictor
 from revati.replay.trace_ops import load_trace_ops
 from revati.replay.trace_samples import derive_op_samples, write_op_samples
-from revati.tracer.run_folder import read_run_table
+from revati.run_folder import read_run_table
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ import pytest
 
 from revati.tracer import bpf_backend, bpf_probes, cuda_libs
 from revati.tracer.launch_join import join_launches
-from revati.tracer.run_folder import read_run_table
+from revati.run_folder import read_run_table
 
 REVATI = [sys.executable, "-m", "revati"]
 

@@ -72,7 +72,7 @@ def test_cupti_backend_says_what_is_missing(tmp_path):
 ])
 def test_replay_bad_input(args, message, tmp_path):
     from revati import parquet_io
-    from revati.tracer.tables import rows_to_table
+    from revati.tables import rows_to_table
 
     run = tmp_path / "run"
     parquet_io.write_table(rows_to_table("runs", [{"run_id": "r"}]), "runs", run / "runs.parquet")

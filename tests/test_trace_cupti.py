@@ -8,7 +8,8 @@ import enum
 import types
 
 from revati import schema
-from revati.tracer import cupti_backend, steps, tables
+from revati import tables
+from revati.tracer import cupti_backend, steps
 
 OFFSET = 1_700_000_000_000_000_000
 

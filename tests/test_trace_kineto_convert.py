@@ -8,7 +8,8 @@ import pytest
 from kineto_traces import BASE_NS, PID, TraceBuilder, gpu_trace
 from revati import schema
 from revati.tracer import kineto_convert as kc
-from revati.tracer import steps, tables
+from revati import tables
+from revati.tracer import steps
 
 
 def _convert(trace, min_step=None, marks=None):

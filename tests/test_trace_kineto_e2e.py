@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from revati.replay.trace_ops import load_trace_ops
-from revati.tracer.run_folder import read_proc_metas, read_run_table
+from revati.run_folder import read_proc_metas, read_run_table
 
 PY = sys.executable
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from revati import inject, parquet_io
+from revati import inject, parquet_io, run_folder, tables
 from revati.errors import BadInput, TraceError
 from revati.lifetime import tie_to_parent
 from revati.paths import user_traces_dir
-from revati.tracer import cuda_libs, run_folder, steps, tables
+from revati.tracer import cuda_libs, steps
 from revati.tracer.config import TraceConfig
 
 NO_DEVICE_TIMING = "no device timing: no CUDA kernels were recorded"

@@ -21,7 +21,8 @@ import threading
 import time
 from typing import Any
 
-from revati.tracer import run_folder, steps, tables, versions
+from revati import run_folder, tables
+from revati.tracer import steps, versions
 from revati.tracer.config import TraceConfig
 
 

@@ -197,7 +197,12 @@ def _host_target(host_cpu: str, host_speed: float | None, gpu: str, no_host_cpu:
         return hostcpu.HostTarget(f"custom (x{host_speed:g} this machine)", host_speed, None, None)
     if no_host_cpu:
         return hostcpu.HostTarget(hostcpu.NATIVE, 1.0, None, None)
-    return hostcpu.resolve_target(host_cpu, gpu)
+    traced = None
+    if host_cpu == hostcpu.AUTO:
+        from revati.replay.db import traced_host_score
+
+        traced = traced_host_score(gpu)
+    return hostcpu.resolve_target(host_cpu, traced=traced)
 
 
 def _check_command(command: tuple[str, ...]) -> None:

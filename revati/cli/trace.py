@@ -11,7 +11,7 @@ Examples:
   sudo revati trace --backend kineto,bpf -- python serve.py   # plus launch-side uprobes
   revati trace --backend bpf --print-probes              # show the generated BPF program
 
-The command's exit status is passed through. See tracer/run_folder.py for the folder layout.
+The command's exit status is passed through. See revati/run_folder.py for the folder layout.
 """
 
 from __future__ import annotations
