@@ -90,6 +90,7 @@ def _bases() -> tuple[int, int]:
 
 
 _STATE: dict[str, Any] = {}
+_UNANNOUNCED: list = []  # the first failed child announcement (reported once)
 THREAD_START_HOOKS: list = []  # run at the start of every program thread (thread-local torch state)
 
 
@@ -321,8 +322,12 @@ def _install_child_announcement(coordinator) -> None:
                 names = {x.split(b"=", 1)[0] for x in extra}
                 keep = [e for e in env_list if e.split(b"=", 1)[0] not in names]
                 rest = rest[:3] + (keep + extra,) + rest[4:]
-            except Exception:
+            except Exception as exc:  # the child starts unannounced: say so, once per process
                 ticket = None
+                if not _UNANNOUNCED:
+                    _UNANNOUNCED.append(exc)
+                    print(f"revati: could not announce a child process to the timekeeper ({exc!r}); virtual "
+                          "time may pass while it starts", file=sys.stderr)
         elif inherited:
             pass  # leave env=None: nothing to add
         try:
@@ -336,6 +341,13 @@ def _install_child_announcement(coordinator) -> None:
         return pid
 
     _posixsubprocess.fork_exec = fork_exec
+    # subprocess binds fork_exec when it is imported (3.11: ``from _posixsubprocess import
+    # fork_exec as _fork_exec``), usually before the shim runs: without this, children started
+    # with subprocess (torchrun's workers, helper scripts) were never announced.
+    import subprocess
+
+    if getattr(subprocess, "_fork_exec", None) is real_fork_exec:
+        subprocess._fork_exec = fork_exec
 
 
 def _is_emulated_python(args, executable_list, env_list) -> bool:
