@@ -125,3 +125,16 @@ def test_revati_trace_takes_its_command_with_it(tmp_path, sig):
         _wait_for(lambda: not pids_with(marker), 10, "the traced command to end")
     finally:
         stop_process_groups([], pids_with(marker), grace_s=0.5)
+
+
+def test_a_timekeeper_that_exits_on_its_own_leaves_no_folder():
+    # Callers that wait() for the timekeeper (instead of stop()) used to leave revati-tk-* behind.
+    from revati.shim.coord.server import TimekeeperConfig, start_timekeeper
+
+    handle = start_timekeeper(TimekeeperConfig(deadlock_timeout_s=5))
+    folder = handle._files_dir
+    assert os.path.isdir(folder)
+    handle._proc.send_signal(signal.SIGTERM)  # it stops by itself, as after --exit-when-empty
+    assert handle.wait(30) == 0
+    assert not os.path.exists(folder)
+    assert handle.stats is not None and handle.stats["exit_status"] == 0

@@ -510,9 +510,11 @@ class TimekeeperHandle:
         """The exit status once the timekeeper stopped, or None after the timeout."""
         if self._proc is not None:
             try:
-                return self._proc.wait(timeout_s)
+                status = self._proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 return None
+            self._remove_files()  # it exited on its own: nothing more will be written there
+            return status
         self._thread.join(timeout_s)
         return None if self._thread.is_alive() else self._server.exit_status
 
