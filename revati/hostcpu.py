@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import platform
 import re
 import sys
@@ -59,6 +58,7 @@ REFERENCE_HOSTS: dict[str, ReferenceHost] = {
 }
 NATIVE = "native"
 AUTO = "auto"
+NOT_COUNTED = "not counted (--no-host-cpu)"  # what metrics.json says when host time is left out
 
 
 @dataclass(frozen=True)
@@ -244,12 +244,11 @@ def cached_score(remeasure: bool = False, repeats: int = DEFAULT_REPEATS) -> Hos
             entries = {}
     if not remeasure and key in entries:
         return HostScore(**entries[key])
+    from revati.parquet_io import atomic_write_bytes
+
     score = measure(repeats)
     entries[key] = asdict(score)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(entries, indent=1).encode())
     return score
 
 

@@ -8,8 +8,8 @@ traced command. If revati died and left them running, they would be re-parented 
 go on for ever (an emulation whose clock nobody reads). Three layers, each enough for a
 different way to die:
 
-- SIGTERM, SIGHUP, SIGINT reach revati's Python code (``termination_signals``): they raise
-  ``Terminated`` (a ``BaseException``, like ``KeyboardInterrupt``) in the main thread, so the
+- SIGTERM and SIGHUP raise ``Terminated`` (a ``BaseException``, like the ``KeyboardInterrupt``
+  of Ctrl-C) in revati's main thread (``termination_signals``), so the
   launcher's ``finally`` blocks stop the command's process groups and the timekeeper in order:
   the program first, then the timekeeper, so no program sees its timekeeper vanish
   (``TimekeeperLost``) while it is still being stopped.
@@ -18,7 +18,7 @@ different way to die:
   (``--parent-pid``) also watches its parent and, when it is gone, stops every process group
   it was told about and every registered participant (``revati.shim.coord.server``).
 - A process that loses its timekeeper while the emulation runs stops itself
-  (``revati.shim.runtime``): its virtual clock would mean nothing any more.
+  (``revati.shim.vtime._stop_this_process``): its virtual clock would mean nothing any more.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@
 #   - jumps at synchronisation points and granted waits (never backwards).
 # CPU time rather than wall time keeps the clock honest when other emulated processes share
 # the cores. ``host_ns()`` is how much of the clock's advance came from measured host CPU (the
-# part of a run's result that depends on this machine, scaled to --host-cpu). With ``count_host_cpu=False`` the clock moves only by charges and jumps, which
-# makes runs bit-for-bit repeatable (used by tests).
+# part of a run's result that depends on this machine, scaled to --host-cpu). With
+# ``count_host_cpu=False`` the clock moves only by charges and jumps, which makes runs
+# bit-for-bit repeatable (used by tests).
 """
 
 from __future__ import annotations

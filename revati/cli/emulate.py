@@ -14,6 +14,8 @@ import click
 
 from revati import gpus
 from revati.errors import BadInput, UnknownGPU
+from revati.hostcpu import NOT_COUNTED
+from revati.workload.spec import DATASETS
 
 
 def _gpu_choice(ctx, param, value: str) -> str:
@@ -44,8 +46,7 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("--model", default="llama-2-7b", show_default=True,
               help="Main job only: a shipped model (llama-2-7b, llama-2-70b, llama-3-8b, qwen2.5-7b, mistral-7b, "
                    "tiny-llama; shapes only, no weights) or an HF model directory.")
-@click.option("--dataset-name", default="random", show_default=True,
-              type=click.Choice(["random", "sharegpt-like", "azure", "mooncake", "sharegpt", "custom"]),
+@click.option("--dataset-name", default="random", show_default=True, type=click.Choice(DATASETS),
               help="Main job: workload (sharegpt and custom read --dataset-path as vllm bench serve does).")
 @click.option("--dataset-path", default=None,
               help="Main job: azure/mooncake trace, ShareGPT JSON (sharegpt) or JSONL of prompts (custom).")
@@ -135,15 +136,8 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_cpu, host_speed, no_host_cpu
         for slo in goodput:
             client_cmd += ["--goodput", slo]
     if not command:
-        command = (sys.executable, "-m", "revati.shim.drivers.hf_cb", "--model", model,
-                   "--dataset-name", dataset_name, "--num-prompts", str(num_prompts),
-                   "--request-rate", str(request_rate), "--burstiness", str(burstiness),
-                   "--random-input-len", str(random_input_len), "--random-output-len", str(random_output_len),
-                   "--random-range-ratio", str(random_range_ratio), "--seed", str(seed))
-        command += ("--dataset-path", dataset_path) if dataset_path else ()
-        command += ("--max-concurrency", str(max_concurrency)) if max_concurrency else ()
-        command += ("--sharegpt-output-len", str(sharegpt_output_len)) if sharegpt_output_len else ()
-        command += ("--custom-output-len", str(custom_output_len))
+        # the main job's driver takes the same workload flags as revati's benchmark client
+        command = (sys.executable, "-m", "revati.shim.drivers.hf_cb", "--model", model, *workload)
         command += ("--result-dir", result_dir) if result_dir else ()
         command += ("--goodput", *goodput) if goodput else ()
         command += ("--quiet",) if quiet else ()
@@ -252,7 +246,7 @@ def _finish_serve_run(result, result_dir: str, gpu: str, quiet: bool, cfg) -> No
         return
     merged = merge_extras(path, RunExtras(
         fallback_op_count=result.fallback_op_count, gpu=gpu,
-        host_cpu=cfg.host_cpu if cfg.count_host_cpu else "not counted (--no-host-cpu)",
+        host_cpu=cfg.host_cpu if cfg.count_host_cpu else NOT_COUNTED,
         host_speed_factor=cfg.host_speed if cfg.count_host_cpu else None))
     if not quiet:
         print_summary(merged)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from revati.errors import BadInput, RevatiError
+from revati.hostcpu import NOT_COUNTED
 from revati.metrics.aggregate import MetricsConfig, compute_metrics, parse_goodput
 from revati.metrics.records import RequestRecord, write_jsonl
 from revati.metrics.result import METRICS_FILE, REQUESTS_FILE, RunExtras, build_result, write_result
@@ -213,7 +214,7 @@ def run(args: argparse.Namespace) -> dict:
             model=args.model, engine="transformers", engine_version=transformers.__version__,
             engine_config={"dtype": args.dtype, "max_batch_tokens": args.max_batch_tokens},
             versions={"torch": __import__("torch").__version__, "transformers": transformers.__version__},
-            host_cpu=rt.config.host_cpu if rt.config.count_host_cpu else "not counted (--no-host-cpu)",
+            host_cpu=rt.config.host_cpu if rt.config.count_host_cpu else NOT_COUNTED,
             host_speed_factor=rt.config.host_speed if rt.config.count_host_cpu else None,
             host_time_share=min(1.0, host_share)))
     if args.result_dir:
