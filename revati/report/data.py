@@ -56,10 +56,15 @@ def _flat(config: dict) -> dict[str, object]:
     return flat
 
 
+def varying_keys(dicts: list[dict]) -> list[str]:
+    """The keys whose values differ between the dicts (a missing key counts as None), sorted."""
+    keys = sorted({k for d in dicts for k in d})
+    return [k for k in keys if len({json.dumps(d.get(k), default=str) for d in dicts}) > 1]
+
+
 def _label(curves: list[Curve]) -> None:
     """Label each curve by the parameters that differ between curves (all of them if one curve)."""
     flats = [_flat(c.config) for c in curves]
-    keys = sorted({k for f in flats for k in f})
-    varying = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1] or keys
+    varying = varying_keys(flats) or sorted({k for f in flats for k in f})
     for c, f in zip(curves, flats):
         c.label = ", ".join(f"{k}={f.get(k)}" for k in varying if f.get(k) is not None) or c.config_key

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from revati.parquet_io import atomic_write_bytes
 from revati.report import plots
-from revati.report.data import load_curves
+from revati.report.data import load_curves, varying_keys
 
 REPORT_FILE = "report.html"
 LATENCY_PNG = "latency_vs_rate.png"
@@ -93,15 +93,10 @@ def slo_sentence(targets: dict | None) -> str:
     return "SLOs: " + " and ".join(parts) + " (red dotted lines in the latency plots)."
 
 
-def _varying(dicts: list[dict]) -> list[str]:
-    keys = sorted({k for d in dicts for k in d})
-    return [k for k in keys if len({json.dumps(d.get(k), default=str) for d in dicts}) > 1]
-
-
 def _slo_table(results: list[dict], targets: dict | None) -> str:
     # Only the keys that differ between rows: the constant ones are the sweep's, said once.
-    engine_keys = _varying([r.get("engine") or {} for r in results])
-    workload_keys = _varying([r.get("workload") or {} for r in results])
+    engine_keys = varying_keys([r.get("engine") or {} for r in results])
+    workload_keys = varying_keys([r.get("workload") or {} for r in results])
     const = {**{k: v for k, v in (results[0].get("engine") or {}).items() if k not in engine_keys},
              **{k: v for k, v in (results[0].get("workload") or {}).items() if k not in workload_keys}} if results else {}
     rows = ["<h2>Highest request rate meeting the SLOs</h2>",
