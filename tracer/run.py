@@ -289,12 +289,13 @@ def finalize_run(config: TraceConfig, cmd: list[str], started_at_ns: int, host_g
 
 
 def _host_score(notes: list[str]):
-    """This (GPU) box's host-CPU score, measured after the command: what `revati emulate
-    --host-cpu auto` scales host time to (Note [Host-speed calibration] in revati/hostcpu.py)."""
+    """This (GPU) box's host-CPU score (measured once per machine, after the first traced
+    command, then cached): what `revati emulate --host-cpu auto` scales host time to (Note
+    [Host-speed calibration] in revati/hostcpu.py)."""
     from revati import hostcpu
 
     try:
-        return hostcpu.measure(repeats=5)
+        return hostcpu.cached_score()
     except Exception as exc:  # noqa: BLE001 - the trace is complete without it; say why
         notes.append(f"host CPU score not measured: {exc}")
         return None
