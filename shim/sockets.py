@@ -13,8 +13,8 @@ Which connections: every emulated process records the TCP ports and Unix socket 
 or connects from in the emulation's registry (a folder named by REVATI_EMU_DIR). A socket is
 framed when its peer's address is in the registry; others (the timekeeper's, anything outside
 the emulation) pass through untouched. The decision is made once per socket, at its first send
-or receive; both ends agree because a client records its port right after connect, before it
-sends anything.
+or receive; both ends agree because a TCP client records its port before it connects (see
+``_before_connect``).
 
 Blocking reads on framed sockets wait virtually (selectors -> the coordinator), with the
 socket's timeout as a virtual deadline. Non-blocking sockets (asyncio) already wait in the
@@ -108,13 +108,29 @@ def install(clock, waits) -> None:
         except OSError:
             pass
 
+    def _before_connect(self):
+        # The peer decides at its first read whether the connection is framed, by looking this
+        # end's port up in the registry -- and may read as soon as the connection exists. So a
+        # TCP client takes its port (bind to port 0) and registers it before connecting:
+        # registered only after connect, a server's early first read could find it missing and
+        # pass the client's frames through (a flaky "unframed data" at the client).
+        if self.family in (_socket_mod.AF_INET, _socket_mod.AF_INET6) and self.type == _socket_mod.SOCK_STREAM:
+            try:
+                if self.getsockname()[1] == 0:
+                    c_bind(self, ("0.0.0.0", 0) if self.family == _socket_mod.AF_INET else ("::", 0))
+                _register(self.getsockname())
+            except OSError:
+                pass
+
     def connect(self, address):
+        _before_connect(self)
         try:
             c_connect(self, address)
         finally:
             _after_connect(self)
 
     def connect_ex(self, address):
+        _before_connect(self)
         rc = c_connect_ex(self, address)
         _after_connect(self)
         return rc
