@@ -40,6 +40,10 @@ class ProcessClock:
         self._base_cpu = cpu_ns()
         self._base_excl = self._excluded()
         self._host_before_base = 0  # host CPU (scaled) counted before the current base
+        # Called with the new time after every forward jump (a sync, a granted wait, a message's
+        # stamp): the waits of other threads that the jump passed end (Note [Threads in virtual
+        # time], revati/shim/vwait.py).
+        self.after_jump: Callable[[int], None] | None = None
 
     def _excluded(self) -> int:
         return self.shim_cpu_ns + (self._extra() if self._extra is not None else 0)
@@ -79,10 +83,12 @@ class ProcessClock:
         with self._lock:
             cpu = cpu_ns()
             now = self.now_at(cpu)
-            if t_ns > now:
-                self._host_before_base += now - self._base_v
-                self._base_v = int(t_ns)
-                self._base_cpu = cpu
-                self._base_excl = self._excluded()
-                return int(t_ns)
-            return now
+            if t_ns <= now:
+                return now
+            self._host_before_base += now - self._base_v
+            self._base_v = int(t_ns)
+            self._base_cpu = cpu
+            self._base_excl = self._excluded()
+        if self.after_jump is not None:
+            self.after_jump(int(t_ns))
+        return int(t_ns)

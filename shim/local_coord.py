@@ -89,6 +89,18 @@ class LocalCoordinator:
             with self._lock:
                 self._presumed_waiting.discard(threading.get_ident())
 
+    def wake_due(self, now_ns: int) -> None:
+        """See Coordinator.wake_due and Note [Threads in virtual time] (revati/shim/vwait.py)."""
+        if not self._waiters:
+            return
+        with self._lock:
+            for w in sorted(self._waiters.values(), key=lambda w: w.deadline_ns or 0):
+                if (w.granted_ns is None and w.deadline_ns is not None and w.deadline_ns <= now_ns
+                        and not (w.io_check is not None and w.io_check())):
+                    w.granted_ns = w.deadline_ns
+                    self.grants += 1
+                    w.on_wake(w.deadline_ns)
+
     def begin_wait(self, deadline_ns: int | None, io_check: Callable[[], bool] | None = None,
                    on_wake: Callable[[int], None] | None = None, label: str = "") -> int:
         with self._lock:

@@ -7,6 +7,29 @@ virtual time reaches the deadline, or its I/O / a notify from another thread wak
 Then the process clock jumps to the granted deadline; when data woke it, the data's causal stamp
 moves the clock (not the global virtual time: docs/design_notes.md, item 2). Zero timeouts
 never block.
+
+Note [Threads in virtual time]
+==============================
+One emulated process has one virtual clock, shared by its threads (Note [Virtual host clock],
+revati/shim/clock.py). The rule for the threads that share it:
+
+- **Host work adds up.** The clock advances by the CPU time of all the program's threads. Their
+  Python runs under one interpreter lock, so on the GPU box it runs one thread at a time too;
+  what this rule leaves out is native work that a GPU box's spare cores would run in parallel
+  (tokenizer or numpy work outside the lock while another thread runs Python): it is charged
+  as if serial.
+- **Waiting overlaps.** A thread that waits (a sleep, a timeout, a GPU synchronisation) costs
+  the clock nothing while another thread runs. When a running thread moves the clock past a
+  waiting thread's deadline (a synchronisation that waits for the GPU, a granted wait, a
+  message's stamp), that wait ends at its own deadline (``ProcessClock.after_jump`` ->
+  ``wake_due``): the sleeping thread does not wait for the busy one to block, as it would not
+  on a GPU box. (Without this, HF continuous batching admitted no request while a generation
+  step ran: the main job's requests after the first queued behind it, 2.8 s of 9.4.) The woken
+  thread continues at the clock's present, which is at most one synchronisation interval
+  past its deadline; a wait that data can end (I/O with a timeout) is left to its data when
+  the data is already there.
+- The timekeeper grants waits only to processes whose threads all wait (Note [Virtual time
+  coordination]); the rule above covers the waits of a process that is still running.
 """
 
 from __future__ import annotations
@@ -86,6 +109,9 @@ class Waits:
         self._tls = threading.local()
         self._state_lock = _allocate_lock()
         self.waits = 0
+        wake_due = getattr(coordinator, "wake_due", None)
+        if wake_due is not None:  # Note [Threads in virtual time]
+            clock.after_jump = wake_due
 
     # -- helpers ------------------------------------------------------------------------------
     def settle(self, real_s: float) -> None:

@@ -402,6 +402,30 @@ class Coordinator:
                 raise w.error
             return w.granted
 
+    def wake_due(self, now_ns: int) -> None:
+        """A running thread moved this process's clock to ``now_ns``: the other threads' waits
+        whose deadlines it passed end now, at their deadlines. See Note [Threads in virtual time]
+        in revati/shim/vwait.py."""
+        if not self._waits:
+            return
+        with self._lock:
+            due = sorted((w for w in self._waits.values()
+                          if w.status == _WAITING and w.deadline is not None and w.deadline <= now_ns
+                          and not (w.io_check is not None and self._ready(w))),
+                         key=lambda w: (w.deadline, w.token))
+            for w in due:
+                self._leave(w, _WOKEN)
+                w.granted = w.deadline
+                if w.on_wake is None:   # the thread pumps the socket itself (_pump_until)
+                    try:
+                        _os_write(self._wake_pipe(w.thread)[1], b"w")
+                    except OSError:
+                        pass            # full: a byte is already waiting
+                else:
+                    self._call_wake(w, w.deadline)
+            if due:
+                self._sync()
+
     def touch(self) -> None:
         """Any shim call: the process is visibly running (ends a stall-detected block)."""
         if self._stalled:
@@ -670,19 +694,20 @@ class Coordinator:
         sock = self._sock
         if sock is None:
             return [], []
-        if not rfds and not wfds:
-            # Only the timekeeper can end this wait: block in recv itself (one syscall less).
-            while w.status == _WAITING:
-                if not self._pump_once(sock, blocking=True):
-                    break
-            return [], []
+        # Another thread of this process may end the wait too (wake_due writes the thread's wake
+        # pipe): the pipe exists before the status is read, so that write is never missed.
+        with self._lock:
+            wake_r = self._wake_pipe(w.thread)[0]
         sockfd = sock.fileno()
-        fds = [sockfd, *rfds]
+        fds = [sockfd, wake_r, *rfds]
         while w.status in (_WAITING, _READY):
             try:
                 r, wr = _poll(fds, wfds)
             except (OSError, ValueError):
                 return [], []
+            if wake_r in r:
+                _drain(wake_r)
+                r = [fd for fd in r if fd != wake_r]
             if sockfd in r:
                 if not self._pump_once(sock):
                     return [], []
@@ -691,17 +716,21 @@ class Coordinator:
                 return r, wr
         return [], []
 
+    @staticmethod
+    def _wake_pipe(th: _ThreadInfo) -> tuple[int, int]:
+        if th.wake_pipe is None:
+            th.wake_pipe = os.pipe()
+            for fd in th.wake_pipe:
+                os.set_blocking(fd, False)
+        return th.wake_pipe
+
     def _woken_wait(self, w: _Wait, rfds, wfds):
         """Somebody else reads the socket: wait for on_wake through this thread's pipe."""
         th = w.thread
         with self._lock:
             if w.status not in (_WAITING, _READY):
                 return [], []
-            if th.wake_pipe is None:
-                th.wake_pipe = os.pipe()
-                for fd in th.wake_pipe:
-                    os.set_blocking(fd, False)
-            wake_r, wake_w = th.wake_pipe
+            wake_r, wake_w = self._wake_pipe(th)
             w.on_wake = lambda _t: _os_write(wake_w, b"w")
             w.pipe = wake_r
             w.hot = True  # (a READY wait counts as hot again if it goes back to waiting)
