@@ -87,7 +87,7 @@ def model_encoder(model: str):
     return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
 
 
-def build_model(model: str, dtype: str):
+def build_model(model: str, dtype: str, device: str = "cuda"):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
@@ -101,7 +101,7 @@ def build_model(model: str, dtype: str):
         except (OSError, ValueError, KeyError) as exc:
             text = str(exc).strip().splitlines()
             raise BadInput(source, f"cannot read its config.json ({text[0] if text else type(exc).__name__})") from None
-    with torch.device("cuda"):
+    with torch.device(device):
         m = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
     return m.eval(), cfg
 
@@ -125,16 +125,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-concurrency", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--goodput", nargs="*", default=None, help="SLOs, e.g. ttft:500 tpot:50 (ms)")
+    ap.add_argument("--warmup-requests", type=int, default=1,
+                    help="requests served before the measured workload (like vllm bench serve's test prompt)")
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="continuous batching token budget per step")
     ap.add_argument("--result-dir", default=None, help="write metrics.json and requests.jsonl here")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--native", action="store_true",
+                    help="run on this machine's real GPU without revati (the ground truth of an emulation; "
+                         "the CPU where there is none, a pipeline check only)")
     return ap.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict:
     import logging
 
-    import torch  # noqa: F401  (cuda is virtual here)
+    import torch  # cuda is virtual under emulation, a real GPU with --native
     import transformers
 
     # The Hub kernels package says, for every kernel repo it looks up, that offline mode skips its
@@ -143,10 +148,12 @@ def run(args: argparse.Namespace) -> dict:
     from transformers import GenerationConfig
 
     from revati.shim import runtime
-    from revati.shim.vtime import REAL
 
-    wall0 = REAL["perf_counter"]()
-    rt = runtime.get()
+    # Native (a real GPU, no shim): the same workload and metrics, measured; what the emulation of
+    # this driver is compared against (benchmarks/gpu_ground_truth/run_all.sh).
+    rt = runtime.get() if runtime.active() else None
+    real_perf_counter = _real_perf_counter(rt)
+    wall0 = real_perf_counter()
     wl_cfg = WorkloadConfig(
         dataset_name=args.dataset_name, dataset_path=args.dataset_path, num_prompts=args.num_prompts,
         request_rate=args.request_rate, burstiness=args.burstiness, max_concurrency=args.max_concurrency,
@@ -154,7 +161,8 @@ def run(args: argparse.Namespace) -> dict:
         random_range_ratio=args.random_range_ratio, seed=args.seed,
         sharegpt_output_len=args.sharegpt_output_len, custom_output_len=args.custom_output_len)
     workload = build_workload(wl_cfg, model_encoder(args.model) if wl_cfg.dataset_name in PROMPT_FILE_DATASETS else None)
-    model, cfg = build_model(args.model, args.dtype)
+    device = "cuda" if rt is not None or torch.cuda.is_available() else "cpu"
+    model, cfg = build_model(args.model, args.dtype, device)
     vocab = cfg.vocab_size
     gen = GenerationConfig(max_new_tokens=max(r.output_tokens for r in workload), do_sample=False,
                            eos_token_id=-1, pad_token_id=0)
@@ -165,16 +173,16 @@ def run(args: argparse.Namespace) -> dict:
         cb_kwargs["continuous_batching_config"] = ContinuousBatchingConfig(max_batch_tokens=args.max_batch_tokens)
     manager = model.init_continuous_batching(generation_config=gen, **cb_kwargs)
     manager.start()
+    _warm_up(manager, workload[0], vocab, args.warmup_requests)
     records: dict[str, RequestRecord] = {}
     t0 = time.perf_counter()
-    host0, virtual0 = rt.clock.host_ns(), rt.clock.now()
+    host0, virtual0 = (rt.clock.host_ns(), rt.clock.now()) if rt else (0, 0)
     try:
         for req in workload:
             wait = req.arrival_s - (time.perf_counter() - t0)
             if wait > 0:
                 time.sleep(wait)
-            ids = list(req.prompt_token_ids) if req.prompt_token_ids else [
-                (17 + 7919 * (req.request_id * 131 + i)) % (vocab - 2) + 2 for i in range(req.prompt_tokens)]
+            ids = _prompt_ids(req, vocab)
             rid = f"req-{req.request_id}"
             records[rid] = RequestRecord(request_id=req.request_id, scheduled_s=req.arrival_s,
                                          send_s=time.perf_counter() - t0, prompt_tokens=req.prompt_tokens)
@@ -197,12 +205,15 @@ def run(args: argparse.Namespace) -> dict:
             rec.error = out.error or ""
     finally:
         manager.stop(block=True, timeout=30)
+    if rt is None and device == "cuda":
+        torch.cuda.synchronize()
     duration = time.perf_counter() - t0
-    host_share = (rt.clock.host_ns() - host0) / max(1, rt.clock.now() - virtual0)
+    host_share = (rt.clock.host_ns() - host0) / max(1, rt.clock.now() - virtual0) if rt else None
     recs = sorted(records.values(), key=lambda r: r.request_id)
     goodput = parse_goodput(args.goodput)
     metrics = compute_metrics(recs, duration, MetricsConfig(goodput_slos_ms=goodput))
-    wall = REAL["perf_counter"]() - wall0
+    wall = real_perf_counter() - wall0
+    counted = rt is not None and rt.config.count_host_cpu
     result = build_result(
         metrics, backend="transformers-continuous-batching", model_id=args.model,
         num_prompts=len(workload), request_rate=args.request_rate, burstiness=args.burstiness,
@@ -210,13 +221,14 @@ def run(args: argparse.Namespace) -> dict:
         workload={k: v for k, v in vars(args).items() if k not in ("result_dir", "quiet", "goodput")},
         goodput_slos_ms=dict(goodput),
         extras=RunExtras(
-            wall_duration_s=wall, fallback_op_count=rt.predictor.stats.fallback_count, gpu=rt.config.gpu,
+            wall_duration_s=wall, fallback_op_count=rt.predictor.stats.fallback_count if rt else 0,
+            gpu=rt.config.gpu if rt else f"native: {_device_name(device)}",
             model=args.model, engine="transformers", engine_version=transformers.__version__,
             engine_config={"dtype": args.dtype, "max_batch_tokens": args.max_batch_tokens},
             versions={"torch": __import__("torch").__version__, "transformers": transformers.__version__},
-            host_cpu=rt.config.host_cpu if rt.config.count_host_cpu else NOT_COUNTED,
-            host_speed_factor=rt.config.host_speed if rt.config.count_host_cpu else None,
-            host_time_share=min(1.0, host_share)))
+            host_cpu=rt.config.host_cpu if counted else (NOT_COUNTED if rt else "native"),
+            host_speed_factor=rt.config.host_speed if counted else None,
+            host_time_share=min(1.0, host_share) if host_share is not None else None))
     if args.result_dir:
         out_dir = Path(args.result_dir)
         write_result(result, out_dir / METRICS_FILE)
@@ -224,15 +236,56 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def _prompt_ids(req, vocab: int) -> list[int]:
+    if req.prompt_token_ids:
+        return list(req.prompt_token_ids)
+    return [(17 + 7919 * (req.request_id * 131 + i)) % (vocab - 2) + 2 for i in range(req.prompt_tokens)]
+
+
+def _warm_up(manager, first, vocab: int, count: int) -> None:
+    """Serve ``count`` copies of the first request before the clock of the benchmark starts, as
+    ``vllm bench serve`` sends one test prompt first: a real GPU's first request pays one-time
+    costs (kernel loading, allocator growth) that are not serving performance."""
+    pending = set()
+    for i in range(count):
+        rid = f"warmup-{i}"
+        manager.add_request(_prompt_ids(first, vocab), request_id=rid, max_new_tokens=first.output_tokens)
+        pending.add(rid)
+    while pending:
+        out = manager.get_result(timeout=60)
+        if out is None:
+            if not manager.is_running():
+                raise RevatiError("the continuous-batching manager stopped during warm-up")
+            continue
+        if out.request_id in pending and out.is_finished():
+            pending.discard(out.request_id)
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
+def _real_perf_counter(rt):
+    if rt is None:
+        return time.perf_counter
+    from revati.shim.vtime import REAL
+
+    return REAL["perf_counter"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from revati.shim import runtime
 
-    if not runtime.active():
-        print("this driver runs under emulation: use `revati emulate` (with no command) or "
-              "`revati emulate -- python -m revati.shim.drivers.hf_cb ...`", file=sys.stderr)
-        return 2
     import torch
+
+    if not runtime.active() and not args.native:
+        print("this driver runs under emulation: use `revati emulate` (with no command) or "
+              "`revati emulate -- python -m revati.shim.drivers.hf_cb ...`; on a real GPU, "
+              "--native measures the same workload", file=sys.stderr)
+        return 2
 
     try:
         result = run(args)
@@ -240,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"revati: {exc}", file=sys.stderr)
         return 2
     except torch.cuda.OutOfMemoryError as exc:
-        print(oom_line(exc, args.model, runtime.get().config.gpu), file=sys.stderr)
+        gpu = runtime.get().config.gpu if runtime.active() else _device_name("cuda")
+        print(oom_line(exc, args.model, gpu), file=sys.stderr)
         return 1
     if not args.quiet:
         from revati.metrics.summary import print_summary
