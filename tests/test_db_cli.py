@@ -23,7 +23,7 @@ from revati.replay import db as kdb
 
 import db_samples
 
-SHIPPED = paths.embedded_traces_dir() / "imports"
+SHIPPED = paths.embedded_traces_dir()   # imports/ and the GPU ground-truth runs under gpu/
 
 
 def run(*args: str):
@@ -41,7 +41,7 @@ def assert_one_line_error(result, *needles: str) -> None:
 
 def shipped_samples() -> pa.Table:
     """op_samples of the shipped imports, read with pyarrow alone (independent of the views)."""
-    files = sorted(SHIPPED.rglob("op_samples-*.parquet"))
+    files = sorted(SHIPPED.rglob("op_samples*.parquet"))
     assert files, "traces/imports ships op_samples files"
     return pa.concat_tables(parquet_io.read_table(f, "op_samples") for f in files)
 
@@ -183,14 +183,15 @@ def test_new_files_are_seen_without_rebuild(isolated_home):
     assert after == before + 3
     # a traced run folder: runs + kernels, joined by the kernels command
     run_dir = isolated_home / "traces" / "run-1"
-    parquet_io.write_table(pa.table({"run_id": ["run-1"], "source": ["kineto"], "gpu": ["h100_sxm"]}),
+    # a source of its own: the embedded GPU ground-truth runs (traces/gpu) have kernels too
+    parquet_io.write_table(pa.table({"run_id": ["run-1"], "source": ["kineto-test"], "gpu": ["h100_sxm"]}),
                            "runs", run_dir / "runs.parquet")
     parquet_io.write_table(pa.table({
         "run_id": ["run-1"] * 3, "name": ["ampere_gemm", "ampere_gemm", "flash_fwd"],
         "start_ns": [0, 10, 20], "end_ns": [5, 15, 60], "duration_ns": [5, 5, 40]}), "kernels",
         run_dir / "kernels.parquet")
     with kdb.KernelDB.open() as db:
-        rows = db.top_kernels(source="kineto").to_pylist()
+        rows = db.top_kernels(source="kineto-test").to_pylist()
     assert [(r["kernel"], r["count"], r["gpu"]) for r in rows] == [("flash_fwd", 1, "h100_sxm"),
                                                                   ("ampere_gemm", 2, "h100_sxm")]
     # a plain DuckDB client of the database file sees a new file too: the views are globs
@@ -377,7 +378,7 @@ def test_every_shipped_sample_has_its_family_parameters():
 
 def test_info_warns_about_the_same_run_in_two_folders(isolated_home):
     assert "warning" not in run("info").output
-    shipped_runs = SHIPPED / "vidur-attention" / "runs.parquet"
+    shipped_runs = SHIPPED / "imports" / "vidur-attention" / "runs.parquet"
     copy = isolated_home / "traces" / "copy" / "runs.parquet"
     copy.parent.mkdir(parents=True)
     copy.write_bytes(shipped_runs.read_bytes())

@@ -74,3 +74,38 @@ def test_hf_generate_pipeline(tmp_path):
 def test_vllm_script_documents_itself_without_vllm():
     out = subprocess.run([PY, str(SCRIPTS / "vllm_static.py"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--eager" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+def test_run_all_on_the_cpu_produces_every_phase(tmp_path):
+    """The one-command GPU session (run_all.sh), end to end with --tiny on the CPU: the same
+    script runs unchanged on a GPU box (traces/gpu/h100-2026-12-05 came from it)."""
+    import tarfile
+
+    pytest.importorskip("transformers", reason="the main job and hf_generate.py need transformers")
+    dest = tmp_path / "out"
+    env = {**__import__("os").environ, "PYTHON": PY, "MAIN_REPEATS": "1", "TMPDIR": str(tmp_path)}
+    out = subprocess.run(["bash", str(SCRIPTS / "run_all.sh"), str(dest), "--tiny"], capture_output=True,
+                         text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = (dest / "run_all.log").read_text()
+    for phase in ("calibrate", "main-job-1", "main-busy", "main-gqa", "microbench", "hf-generate"):
+        assert f"== {phase}: exit 0" in log, log[-3000:]
+    names = {t: tarfile.open(dest / f"{t}.tar.gz").getnames() for t in ("gt-main", "gt-micro", "gt-hf")}
+    assert "main/rate4-1/metrics.json" in names["gt-main"] and "main/host_score.json" in names["gt-main"]
+    # (op_samples need device time: a GPU run has them, the CPU check has the ops and the events)
+    assert "gt-micro/events.jsonl" in names["gt-micro"] and "gt-hf/e2e.jsonl" in names["gt-hf"]
+    assert any(n.startswith("gt-micro/ops.") for n in names["gt-micro"])
+    with tarfile.open(dest / "gt-main.tar.gz") as tar:
+        metrics = json.load(tar.extractfile("main/rate4-1/metrics.json"))
+    assert metrics["completed"] == 4 and metrics["gpu"].startswith("native: ")
+
+
+def test_compare_reads_the_shipped_h100_ground_truth():
+    folder = Path(__file__).resolve().parent.parent / "traces" / "gpu" / "h100-2026-12-05"
+    out = subprocess.run([PY, str(SCRIPTS / "compare.py"), str(folder), "--json", "/dev/stdout"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "== kernels: revati's predictor vs traced device time" in out.stdout
+    assert "main-b/rate4-3" in out.stdout
