@@ -399,15 +399,19 @@ class DBInfo:
 
 def traced_host_score(gpu: str | None, home: Path | None = None) -> tuple[str, float] | None:
     """(label, score) of the newest host CPU score that ``revati trace`` recorded on a box with
-    ``gpu`` (``runs.host_score_s``), or None. See Note [Host-speed calibration] in revati/hostcpu.py."""
+    ``gpu`` (``runs.host_score_s``), or None; the user's own traces before the embedded ones
+    (traces/gpu). See Note [Host-speed calibration] in revati/hostcpu.py."""
     if gpu is None:
         return None
+    embedded = {r["run_id"] for f in paths.embedded_traces_dir().rglob("runs.parquet")
+                for r in parquet_io.read_table(f, "runs").select(["run_id"]).to_pylist()}
     try:
         with KernelDB.open(home) as kdb:
-            rows = kdb.query("SELECT host, host_score_s FROM runs WHERE gpu = $gpu AND host_score_s IS NOT NULL "
-                             "ORDER BY started_at_ns DESC LIMIT 1", {"gpu": gpu}).to_pylist()
+            rows = kdb.query("SELECT run_id, host, host_score_s FROM runs WHERE gpu = $gpu AND host_score_s IS NOT NULL "
+                             "ORDER BY started_at_ns DESC", {"gpu": gpu}).to_pylist()
     except (QueryError, SchemaError):  # no runs table yet: nothing recorded
         return None
     if not rows:
         return None
+    rows.sort(key=lambda r: r["run_id"] in embedded)  # stable: newest first within each group
     return f"traced host {rows[0]['host']}", float(rows[0]["host_score_s"])

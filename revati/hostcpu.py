@@ -55,6 +55,12 @@ REFERENCE_HOSTS: dict[str, ReferenceHost] = {
         "revati-ci-vm", 0.0398,
         "Intel Xeon (virtualised, 2.1 GHz, 2 vCPU, 300 MB L3): the project's development and CI machine",
         "python -m revati.hostcpu 15 on an idle machine, 2026-12-05: 40.4, 39.8, 39.8 ms (median +7-8%)"),
+    "h100-box": ReferenceHost(
+        "h100-box", 0.0278,
+        "Intel Xeon (virtualised, 16 vCPU): the host of a lent H100 80GB HBM3, Python 3.12.3, numpy 2.5.2",
+        "python -m revati.hostcpu 15 in benchmarks/gpu_ground_truth/run_all.sh, 2026-12-05 "
+        "(traces/gpu/h100-2026-12-05/main-a): 27.8 ms, spread 1.2%. A second lease of the same kind "
+        "measured 37.1 ms with spread 38% (main-b: a busy host), not used"),
 }
 NATIVE = "native"
 AUTO = "auto"

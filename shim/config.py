@@ -15,9 +15,13 @@ MiB = 1 << 20
 class EmulationConfig:
     gpu: str = "h100_sxm"                 # canonical key or alias (revati.gpus)
     num_gpus: int = 1
-    # Host work a GPU box does per kernel that never happens here (driver launch, the CUDA
-    # kernel wrapper's host side). Charged to the host clock per launched kernel.
-    launch_overhead_ns: int = 4_000
+    # Host work a GPU box does per kernel that never happens here (the CUDA op's C++ side:
+    # dispatch to the CUDA kernel, allocator, cudaLaunchKernel). Charged to the host clock per
+    # launched kernel. Measured on an H100 box (traces/gpu/h100-2026-12-05, ops x op_kernels):
+    # an aten op that launches one kernel spends 8.7 us of CPU (median of 9,468 and 147,584
+    # ops in gt-micro and gt-hf; under the profiler, whose own per-op cost makes it an upper
+    # bound); cudaLaunchKernel alone is 3.9 us of it.
+    launch_overhead_ns: int = 8_000
     graph_launch_overhead_ns: int = 10_000
     # Device memory the CUDA context and libraries hold before torch allocates anything.
     context_overhead_bytes: int = 512 * MiB

@@ -58,7 +58,9 @@ def test_auto_uses_the_score_traced_on_the_target_gpus_box():
     def auto(gpu):
         return hostcpu.resolve_target("auto", here=_here(0.3), traced=traced_host_score(gpu))
 
-    assert auto("h100_sxm").speed_factor == 1.0
+    assert auto("a40").speed_factor == 1.0     # no trace of an A40's box records its host
+    # the embedded H100 ground-truth runs (traces/gpu/h100-*) record their box's score
+    assert auto("h100_sxm").speed_factor == pytest.approx(0.3 / hostcpu.REFERENCE_HOSTS["h100-box"].score_s, rel=0.01)
     row = {"run_id": "calib-test", "started_at_ns": 1, "gpu": "h100_sxm", "host": "gpu-box-1",
            "host_cpu_model": "Xeon Platinum", "host_score_s": 0.1}
     out = paths.user_traces_dir() / "calib-test" / "runs.parquet"
