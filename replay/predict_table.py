@@ -4,7 +4,9 @@ One op per row: column ``op`` (a family of :mod:`revati.vocab`), the family's pa
 columns (``m, n, k`` for gemm, ``batch_size, q_tokens, kv_len, ...`` for attention, ...) and
 optionally ``dtype`` (default bf16). A file may mix families; a row leaves the columns its
 family does not use empty. The output is the same rows plus ``predicted_ms`` and
-``predicted_by`` (``model`` or ``roofline``: the fallback is shown, never hidden).
+``predicted_by`` (the rung that answered: ``measured``, ``interpolated``, ``model``,
+``regression`` or ``roofline`` -- the fallback is shown, never hidden) and, with ``detail``,
+``predicted_stack``.
 
 Errors name the row (1-based, counting data rows) and the column: an unknown op or dtype, a
 missing or non-positive parameter, a value in a column the row's op does not use, a column
@@ -29,7 +31,7 @@ from revati.errors import BadInput, BadRow, UnsupportedOp
 
 OP_COLUMN = "op"
 DTYPE_COLUMN = "dtype"
-OUTPUT_COLUMNS = ("predicted_ms", "predicted_by")
+OUTPUT_COLUMNS = ("predicted_ms", "predicted_by", "predicted_stack")
 
 
 def param_columns() -> list[str]:
@@ -113,19 +115,24 @@ def validate_rows(table: pa.Table, path: object = "input") -> list[tuple[str, di
     return out
 
 
-def predict_rows(predictor, table: pa.Table, path: object = "input") -> pa.Table:
+def predict_rows(predictor, table: pa.Table, path: object = "input", detail: bool = False) -> pa.Table:
+    """Adds ``predicted_ms`` and ``predicted_by`` (the rung of Note [Prediction ladder]:
+    measured, interpolated, model, regression, roofline); with ``detail`` also
+    ``predicted_stack``, the software stack whose measurement or model answered."""
     rows = validate_rows(table, path)
-    ms, by = [], []
+    ms, by, stack = [], [], []
     for op, params, dtype in rows:
-        value_ns, source = predictor.predict_detail(op, params, dtype)
+        value_ns, rung, from_stack = predictor.predict_full(op, params, dtype)
         ms.append(value_ns / 1e6)
-        by.append(source)
+        by.append(rung)
+        stack.append(from_stack or None)
     for c in OUTPUT_COLUMNS:
         if c in table.column_names:
             table = table.drop([c])
-    return table.append_column("predicted_ms", pa.array(ms, pa.float64())).append_column(
+    table = table.append_column("predicted_ms", pa.array(ms, pa.float64())).append_column(
         "predicted_by", pa.array(by, pa.string()))
+    return table.append_column("predicted_stack", pa.array(stack, pa.string())) if detail else table
 
 
-def predict_file(predictor, path: str | Path) -> pa.Table:
-    return predict_rows(predictor, read_input(path), path)
+def predict_file(predictor, path: str | Path, detail: bool = False) -> pa.Table:
+    return predict_rows(predictor, read_input(path), path, detail)

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -28,6 +29,8 @@ from revati.replay import features, roofline
 # Dtypes that run on the same units at the same rate: a model fitted on one answers for the
 # other (fp16 and bf16 tensor-core GEMMs and attention are equally fast).
 SAME_SPEED_DTYPES: dict[str, tuple[str, ...]] = {"fp16": ("bf16",), "bf16": ("fp16",)}
+# Families the measured rungs answer (collectives depend on a topology no shape key holds).
+_MEASURED_FAMILIES = frozenset(("gemm", "attn_prefill", "attn_decode"))
 
 # A fitted model for one family: params (family's parameter names) and dtype -> ns, or None
 # when the shape/dtype is outside what the model may answer for.
@@ -40,6 +43,7 @@ class PredictorStats:
     cache_hits: int = 0
     fallbacks: Counter = field(default_factory=Counter)   # family -> uncached fallback lookups
     modelled: Counter = field(default_factory=Counter)    # family -> uncached model lookups
+    answered: Counter = field(default_factory=Counter)    # rung of the ladder -> uncached answers
 
     @property
     def fallback_count(self) -> int:
@@ -51,16 +55,39 @@ class PredictorStats:
         return f"predictor: {self.calls} calls, {hit:.1%} cached, roofline fallbacks: {fb}"
 
 
+# What answered a prediction (Note [Prediction ladder] in revati/replay/measured.py).
+MEASURED, INTERPOLATED, MODEL, REGRESSION, ROOFLINE = "measured", "interpolated", "model", "regression", "roofline"
+
+
+def running_engine() -> str:
+    """The engine whose kernels an emulation runs: vLLM once this process imported it, else
+    PyTorch (HF transformers and plain PyTorch programs). Note [Kernel stacks]."""
+    import sys
+
+    return "vllm" if "vllm" in sys.modules else "torch"
+
+
 class Predictor:
-    """Predicts op durations for one GPU from fitted family models, else the roofline."""
+    """Predicts op durations for one GPU: measured shapes, fitted family models, else the roofline.
+
+    ``measured``: a :class:`revati.replay.measured.MeasuredTable` (None: models and roofline
+    only). ``kernel_stack``: the stack asked first after the user's own (``--kernel-stack``);
+    ``engine``: ``"vllm"``, ``"torch"`` or a callable answering it when first needed (the
+    default looks at what the process imported). Note [Kernel stacks], Note [Prediction ladder].
+    """
 
     def __init__(self, gpu: str | GPUSpec, models: Mapping[str, FamilyModel] | None = None,
-                 roofline_params: roofline.RooflineParams = roofline.DEFAULT):
+                 roofline_params: roofline.RooflineParams = roofline.DEFAULT, measured=None,
+                 kernel_stack: str | None = None, engine: "str | Callable[[], str]" = running_engine):
         self.spec = gpu if isinstance(gpu, GPUSpec) else gpus.get(gpu)
         self.models: dict[str, FamilyModel] = dict(models or {})
         self.roofline_params = roofline_params
+        self.measured = measured
+        self.kernel_stack = kernel_stack
+        self.engine = engine
         self.stats = PredictorStats()
         self._cache: dict[tuple, float] = {}
+        self._orders: dict[tuple[str, str], list[str]] = {}
         self.models_dir = None  # where load_predictor found the models, if it did
 
     def predict_ns(self, op: str, params: Mapping[str, float], dtype: str = "bf16") -> float:
@@ -70,26 +97,56 @@ class Predictor:
         if hit is not None:
             self.stats.cache_hits += 1
             return hit
-        value = self._predict_uncached(op, params, vocab.canonical_dtype(dtype))
+        value = self._answer(op, params, vocab.canonical_dtype(dtype))[0]
         self._cache[key] = value
         return value
 
-    def _predict_uncached(self, op: str, params: Mapping[str, float], dtype: str) -> float:
+    def stack_order(self, op: str, dtype: str) -> list[str]:
+        """The stacks the measured rungs ask, in order (Note [Kernel stacks])."""
+        from revati.replay import measured as measured_mod
+        from revati.replay import stacks
+
+        key = (op, measured_mod.dtype_class(dtype))
+        got = self._orders.get(key)
+        if got is None:
+            engine = self.engine() if callable(self.engine) else self.engine
+            got = self._orders[key] = stacks.order(self.measured.stacks(op, dtype), engine, self.kernel_stack)
+        return got
+
+    def _answer(self, op: str, params: Mapping[str, float], dtype: str) -> tuple[float, str, str]:
+        """(ns, rung, stack or ""): the first rung of the ladder that answers."""
+        if self.measured is not None:
+            got = self.measured.lookup(op, params, dtype, self.stack_order(op, dtype)) if op in _MEASURED_FAMILIES \
+                else None
+            if got is not None:
+                self.stats.answered[got[1]] += 1
+                return got[0], got[1], got[2]
         model = self.models.get(op)
         if model is not None:
-            value = model(params, dtype)
+            answer = getattr(model, "answer", None)
+            value, inside = answer(params, dtype) if answer is not None else (model(params, dtype), True)
             if value is not None:
                 self.stats.modelled[op] += 1
-                return float(value)
+                rung = MODEL if inside else REGRESSION
+                self.stats.answered[rung] += 1
+                stack_for = getattr(model, "stack_for", None)
+                return float(value), rung, stack_for(dtype) if stack_for is not None else ""
         self.stats.fallbacks[op] += 1
-        return roofline.roofline_ns(self.spec, op, params, dtype, self.roofline_params)
+        self.stats.answered[ROOFLINE] += 1
+        return roofline.roofline_ns(self.spec, op, params, dtype, self.roofline_params), ROOFLINE, ""
+
+    def _predict_uncached(self, op: str, params: Mapping[str, float], dtype: str) -> float:
+        return self._answer(op, params, dtype)[0]
 
     def predict_detail(self, op: str, params: Mapping[str, float], dtype: str = "bf16") -> tuple[float, str]:
-        """Uncached prediction and what made it: ``"model"`` or ``"roofline"`` (counted as usual)."""
+        """Uncached prediction and the rung that made it: ``measured``, ``interpolated``,
+        ``model``, ``regression`` or ``roofline`` (counted as usual)."""
+        return self.predict_full(op, params, dtype)[:2]
+
+    def predict_full(self, op: str, params: Mapping[str, float], dtype: str = "bf16") -> tuple[float, str, str]:
+        """(ns, rung, stack) uncached: which stack's measurement or model answered ("" for the roofline)."""
         self.stats.calls += 1
-        before = self.stats.fallbacks[op]
-        value = self._predict_uncached(op, params, vocab.canonical_dtype(dtype))
-        return value, ("roofline" if self.stats.fallbacks[op] > before else "model")
+        return self._answer(op, params, vocab.canonical_dtype(dtype))
 
     def generic_ns(self, bytes_moved: float, flops: float = 0.0, dtype: str = "bf16",
                    label: str = "generic") -> float:
@@ -134,10 +191,22 @@ class FamilyModels:
         return entry[2] if entry else None
 
     def __call__(self, params: Mapping[str, float], dtype: str) -> "float | None":
+        return self.answer(params, dtype)[0]
+
+    def stack_for(self, dtype: str) -> str:
+        sm = self.stored_for(dtype)
+        if sm is None:
+            return ""
+        from revati.replay import stacks
+
+        return stacks.stack_of(sm.info.get("source") or "", sm.info.get("software") or "")
+
+    def answer(self, params: Mapping[str, float], dtype: str) -> "tuple[float | None, bool]":
+        """(ns or None when refused, whether the shape lies inside the range the model was fitted on)."""
         entry = self._by_dtype.get(dtype)
         if entry is None:
-            return None
-        axes, evaluate, _ = entry
+            return None, False
+        axes, evaluate, sm = entry
         nbytes = vocab.bytes_moved(self.family, params, dtype)  # UnsupportedOp for a missing parameter
         work = features.base_work(self.family, params)
         values = []
@@ -153,10 +222,18 @@ class FamilyModels:
             if kind == "below":
                 v = 1.0 if v < threshold else 2.0
             values.append(v)
-        return evaluate(values, work, nbytes)
+        value = evaluate(values, work, nbytes)
+        if value is None:
+            return None, False
+        m = sm.model
+        inside = all(v > 0 and lo - 1e-9 <= math.log(v) <= hi + 1e-9
+                     for v, lo, hi in zip(values, m.range_lo.tolist(), m.range_hi.tolist()))
+        return value, inside
 
 
-def load_predictor(gpu: str, models_dir=None, roofline_params: roofline.RooflineParams = roofline.DEFAULT) -> Predictor:
+def load_predictor(gpu: str, models_dir=None, roofline_params: roofline.RooflineParams = roofline.DEFAULT,
+                   measured: bool | None = None, kernel_stack: str | None = None,
+                   engine: "str | Callable[[], str]" = running_engine) -> Predictor:
     """A Predictor for ``gpu`` with its fitted models loaded.
 
     ``models_dir``: a folder holding ``<gpu>/models.parquet`` (or ``models.parquet`` itself),
@@ -164,6 +241,10 @@ def load_predictor(gpu: str, models_dir=None, roofline_params: roofline.Roofline
     ``$REVATI_HOME/models/<gpu>`` replacing it family by family and dtype by dtype. A GPU
     unknown to the spec table raises UnknownGPU; a known GPU without fitted models gets a
     predictor that answers every op from the roofline (and counts it).
+
+    ``measured``: whether measured shapes answer first (Note [Prediction ladder]); by default
+    yes, unless ``models_dir`` asks for those models alone. ``kernel_stack`` / ``engine``: see
+    :class:`Predictor`.
     """
     from revati.errors import ModelNotFound
     from revati.replay import model_store
@@ -184,6 +265,12 @@ def load_predictor(gpu: str, models_dir=None, roofline_params: roofline.Roofline
     by_family: dict[str, list] = {}
     for (family, _dtype), sm in chosen.items():
         by_family.setdefault(family, []).append(sm)
-    predictor = Predictor(spec, {f: FamilyModels(f, ms) for f, ms in by_family.items()}, roofline_params)
+    table = None
+    if measured if measured is not None else models_dir is None:
+        from revati.replay.measured import MeasuredTable
+
+        table = MeasuredTable(spec.key)
+    predictor = Predictor(spec, {f: FamilyModels(f, ms) for f, ms in by_family.items()}, roofline_params,
+                          measured=table, kernel_stack=kernel_stack, engine=engine)
     predictor.models_dir = folders[-1] if folders else None
     return predictor

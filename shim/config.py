@@ -35,6 +35,7 @@ class EmulationConfig:
     timeline_path: str | None = None      # Chrome trace of the virtual timeline, per process
     stats_dir: str | None = None          # per-process summary JSON written at exit
     models_dir: str | None = None
+    kernel_stack: str | None = None       # stack whose measurements answer first (Note [Kernel stacks])
     process_name: str | None = None
 
     def __post_init__(self) -> None:

@@ -42,7 +42,7 @@ def _load_predictor(config: EmulationConfig):
 
     loader = getattr(pred, "load_predictor", None)
     if loader is not None:
-        return loader(config.gpu, models_dir=config.models_dir)
+        return loader(config.gpu, models_dir=config.models_dir, kernel_stack=config.kernel_stack)
     return pred.Predictor(config.gpu)
 
 

@@ -30,8 +30,12 @@ def _gpu_choice(ctx, param, value: str) -> str:
               help=f"Target GPU ({', '.join(gpus.known_names())} or an alias).")
 @click.option("--num-gpus", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Virtual GPUs visible to every process.")
-@click.option("--launch-overhead-us", default=4.0, show_default=True, type=click.FloatRange(0),
-              help="Host time a real GPU box spends per kernel launch that does not happen here.")
+@click.option("--launch-overhead-us", default=8.0, show_default=True, type=click.FloatRange(0),
+              help="Host time a real GPU box spends per kernel launch that does not happen here "
+                   "(8 us: an aten op that launches one kernel, measured on an H100 box).")
+@click.option("--kernel-stack", default=None, metavar="NAME",
+              help="Answer kernel times from this software stack's measurements first (e.g. vllm-0.24.0, vllm, "
+                   "torch-2.11, sarathi-serve) [default: your own traces, then the emulated engine's stack].")
 @click.option("--host-cpu", default="native", show_default=True, metavar="NAME|auto|native",
               help="Host CPU the measured host time stands for: native (this machine's), auto (the host "
                    "recorded in the target GPU's traces) or a reference host of `revati calibrate`.")
@@ -80,7 +84,7 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Also print each process's summary and the timekeeper's counters.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the program's own output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def emulate(gpu, num_gpus, launch_overhead_us, host_cpu, host_speed, no_host_cpu, timeline_dir, stats_dir,
+def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_speed, no_host_cpu, timeline_dir, stats_dir,
             model, dataset_name, dataset_path, sharegpt_output_len, custom_output_len, num_prompts, request_rate,
             burstiness, random_input_len,
             random_output_len, random_range_ratio, max_concurrency, seed, goodput, result_dir,
@@ -143,7 +147,7 @@ def emulate(gpu, num_gpus, launch_overhead_us, host_cpu, host_speed, no_host_cpu
         command += ("--quiet",) if quiet else ()
     host = _host_target(host_cpu, host_speed, gpu, no_host_cpu)
     cfg = EmulationConfig(
-        gpu=gpu, num_gpus=num_gpus, launch_overhead_ns=int(launch_overhead_us * 1000),
+        gpu=gpu, num_gpus=num_gpus, launch_overhead_ns=int(launch_overhead_us * 1000), kernel_stack=kernel_stack,
         host_speed=host.speed_factor, host_cpu=host.name, count_host_cpu=not no_host_cpu,
         timeline_path=f"{timeline_dir}/timeline-{{pid}}.json" if timeline_dir else None,
         stats_dir=stats_dir,

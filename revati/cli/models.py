@@ -122,8 +122,16 @@ class _nullcontext:
               help="How to print to stdout.")
 @click.option("--models-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with <gpu>/models.parquet [default: $REVATI_HOME/models, then embedded].")
-def predict_cmd(gpu, input_path, output, fmt, models_dir) -> None:
+@click.option("--kernel-stack", default=None,
+              help="Answer from this software stack's measurements first (e.g. vllm-0.24.0, vllm, torch-2.11, "
+                   "sarathi-serve) [default: your own traces, then PyTorch's, then vLLM's].")
+@click.option("--detail", is_flag=True, help="Also add predicted_stack: whose measurement or model answered.")
+def predict_cmd(gpu, input_path, output, fmt, models_dir, kernel_stack, detail) -> None:
     """Predict each op of INPUT (csv or parquet) on a GPU; adds predicted_ms and predicted_by.
+
+    predicted_by says which rung answered: measured (that exact shape was measured),
+    interpolated (between two measured shapes), model (the fitted model, inside its range),
+    regression (the model, extrapolated) or roofline (a counted fallback).
 
     INPUT has one op per row: column `op` (gemm, attn_prefill, attn_decode, all_reduce, norm,
     ... as `revati db kernels` names them), the family's parameter columns (m, n, k for gemm;
@@ -136,12 +144,14 @@ def predict_cmd(gpu, input_path, output, fmt, models_dir) -> None:
       printf 'op,m,n,k,dtype\\ngemm,16,4096,4096,bf16\\n' > ops.csv
       revati models predict --gpu h100 ops.csv
       revati models predict --gpu a100 ops.parquet -o predicted.parquet
+      revati models predict --gpu h100 --kernel-stack vllm --detail ops.csv
     """
     from revati.replay import predict_table
     from revati.replay.predictor import load_predictor
 
-    predictor = load_predictor(gpu, models_dir=models_dir)
-    table = predict_table.predict_file(predictor, input_path)
+    predictor = load_predictor(gpu, models_dir=models_dir, measured=None if models_dir is None else False,
+                               kernel_stack=kernel_stack, engine="torch")
+    table = predict_table.predict_file(predictor, input_path, detail)
     if output is not None:
         _write_output(table, output)
         click.echo(f"{table.num_rows} rows -> {output} ({predictor.stats.line()})", err=True)
@@ -192,14 +202,25 @@ def _write_output(table, path: Path) -> None:
               help="Folder with <gpu>/models.parquet [default: $REVATI_HOME/models, then embedded].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--worst", default=3, show_default=True, help="Worst held-out shapes shown per model.")
-def report_cmd(gpu, models_dir, as_json, worst) -> None:
+@click.option("--ladder", is_flag=True,
+              help="Instead: the prediction ladder per software stack -- within-stack hold-outs, cross-stack "
+                   "error, the shipped models and the tuned roofline on each stack's measured shapes.")
+@click.option("--stack", "stack_name", default=None,
+              help="With --ladder: only stacks whose name starts with this (e.g. vllm, torch-2.11, sarathi-serve).")
+def report_cmd(gpu, models_dir, as_json, worst, ladder, stack_name) -> None:
     """Held-out error per family (MAPE, median, p90), worst shapes, cross-source noise floor.
 
     \b
     Examples:
       revati models report --gpu h100
       revati models report --gpu a100 --json --worst 10
+      revati models report --gpu h100 --ladder --stack vllm
     """
+    if ladder:
+        _ladder_report(gpu, as_json, stack_name)
+        return
+    if stack_name is not None:
+        raise click.UsageError("--stack goes with --ladder")
     from revati.replay import model_report
 
     data = model_report.collect(gpu, models_dir)
@@ -209,3 +230,22 @@ def report_cmd(gpu, models_dir, as_json, worst) -> None:
     from rich.console import Console
 
     model_report.render(data, Console(width=200), worst=worst)
+
+
+def _ladder_report(gpu: str, as_json: bool, stack_name: str | None) -> None:
+    import json
+
+    from revati.errors import BadInput
+    from revati.replay import ladder_report, stacks
+
+    rows = ladder_report.evaluate(gpu)
+    if stack_name is not None:
+        known = sorted({r["stack"] for r in rows})
+        rows = [r for r in rows if stacks.matches(r["stack"], stack_name)]
+        if not rows:
+            raise BadInput("--stack", f"no stack measured on {gpu} starts with {stack_name!r}; known: {', '.join(known)}")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for line in ladder_report.format_rows(rows):
+        click.echo(line)
