@@ -176,7 +176,7 @@ _SPECS = [
                "8 TB/s, FP8 9 PFLOPS and BF16 4.5 PFLOPS with sparsity, TF32 2.2 PF sparse, FP64 37 TFLOPS, "
                "NVLink 5 1.8 TB/s); CUDA memory: torch reports total_memory=182631-182642MB, "
                "multi_processor_count=148, L2_cache_size=126MB",
-        aliases=("b200-sxm",),
+        aliases=("b200-sxm", "b200_sxm"),
     ),
 ]
 

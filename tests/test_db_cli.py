@@ -484,10 +484,10 @@ def test_import_to_below_a_regular_file_is_one_line(tmp_path, below):
 
 
 def test_kernels_for_a_gpu_without_data_says_why():
-    proc = subprocess.run([sys.executable, "-m", "revati", "db", "kernels", "--gpu", "b200"],
+    proc = subprocess.run([sys.executable, "-m", "revati", "db", "kernels", "--gpu", "l40s"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
-    assert "gpu=b200: no ops or kernels recorded" in proc.stderr and "h100_sxm" in proc.stderr
+    assert "gpu=l40s: no ops or kernels recorded" in proc.stderr and "h100_sxm" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 

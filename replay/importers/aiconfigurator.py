@@ -63,7 +63,9 @@ from revati.replay.importers import common
 
 SOURCE = "aiconfigurator"
 
-_COMMON_OPTIONAL = ("framework", "version", "device", "op_name", "kernel_source")
+# power / power_limit: the GPU's power draw while measuring (aiconfigurator-core 0.12's tables); not
+# a shape or a time, so not imported
+_COMMON_OPTIONAL = ("framework", "version", "device", "op_name", "kernel_source", "power", "power_limit")
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,10 @@ def import_paths(paths: Sequence[str | Path], gpus: Iterable[str] | None = None,
         if not files and not reuses:
             raise BadInput(", ".join(map(str, paths)), f"no AIConfigurator tables for GPU(s) {', '.join(sorted(wanted))}")
     reuse_rows = [row for r in reuses for row in _reuse_entries(r)]
+    # A folder can hold a table of its own *and* a reuse.yaml naming a donor for it (seen in
+    # aiconfigurator-core 0.12.0, b200 vLLM 0.22.0 attention): the measured table wins.
+    own_tables = {f.run_id for f in files}
+    reuse_rows = [r for r in reuse_rows if r["run_id"] not in own_tables]
     if latest_only:
         newest: dict[tuple, SourceFile] = {}
         for f in files:
@@ -344,7 +350,7 @@ def _import_table(src: SourceFile) -> tuple[pa.Table, common.FileReport, dict]:
               else np.full(table.num_rows, src.framework, dtype=object))
     report = common.FileReport(src.origin, src.run_id, table.num_rows, 0)
     if src.table == "gemm_perf":
-        conv = _gemm_rows(src, table, kernel)
+        conv = _gemm_rows(src, table, kernel, report)
     elif src.family == "attention":
         conv = _attention_rows(src, table, kernel, report)
     else:
@@ -379,13 +385,19 @@ def _canonical(values: np.ndarray) -> np.ndarray:
     return np.array([vocab.canonical_dtype(v) for v in values], dtype=object)
 
 
-def _gemm_rows(src: SourceFile, table: pa.Table, kernel: np.ndarray) -> _Rows:
+def _gemm_rows(src: SourceFile, table: pa.Table, kernel: np.ndarray, report: common.FileReport) -> _Rows:
     raw = _column(src, table, "gemm_dtype", "str")
     # fp8_block is fp8 in the vocabulary; the kernel name keeps the scaling scheme apart.
     kernel = np.array([k if r.lower() in _PLAIN_DTYPES else f"{k} [{r}]" for k, r in zip(kernel, raw)], dtype=object)
     columns = {"op": "gemm", "m": _column(src, table, "m", "int"), "n": _column(src, table, "n", "int"),
                "k": _column(src, table, "k", "int")}
-    return _Rows(columns, _canonical(raw), kernel, np.ones(table.num_rows, dtype=bool), {})
+    dtypes = _canonical(raw)
+    # 4-bit float formats (nvfp4, mxfp4) and weight-only schemes are not in the vocabulary yet:
+    # left out and counted, not stored under a dtype whose peak would misjudge them
+    keep = np.array([d in vocab.DTYPE_BYTES for d in dtypes], dtype=bool)
+    for d in sorted(set(dtypes[~keep])):
+        report.skipped[f"gemm dtype {d} (not in the vocabulary)"] += int((dtypes == d).sum())
+    return _Rows(columns, dtypes, kernel, keep, {})
 
 
 def _attention_rows(src: SourceFile, table: pa.Table, kernel: np.ndarray, report: common.FileReport) -> _Rows:
