@@ -8,9 +8,13 @@ call costs, cached and uncached, on a stream of LLM-serving-like op shapes.
 
 Usage::
 
-    python benchmarks/models_accuracy.py                       # embedded h100 + a100 models
+    python benchmarks/models_accuracy.py                       # embedded h100, a100, h200, b200 models
     python benchmarks/models_accuracy.py --refit               # refit from op_samples first
     python benchmarks/models_accuracy.py --gpu h100 --json out.json
+
+Then one table for every GPU: the prediction ladder per software stack (revati.replay.ladder_report:
+within-stack hold-outs, cross-stack error, the shipped models and the tuned roofline on each
+stack's measured shapes).
 
 ``--refit`` recomputes every held-out number from the kernel database (embedded traces/ and
 $REVATI_HOME/traces) instead of reading what ``revati models fit`` stored; nothing is saved.
@@ -129,7 +133,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="passes over the op stream for the cost")
     ap.add_argument("--json", dest="json_path", default=None, help="also write the results here")
     args = ap.parse_args(argv)
-    gpus_ = args.gpu or ["h100", "a100"]
+    gpus_ = args.gpu or ["h100", "a100", "h200", "b200"]
     out = {"gpus": {}}
     for gpu in gpus_:
         models, cross, where = accuracy_rows(gpu, args.models_dir, args.refit, args.traces)
@@ -159,6 +163,13 @@ def main(argv=None) -> int:
         print("uncached by family: " + ", ".join(f"{k} {v:.1f} us" for k, v in
                                                  cost["uncached_us_per_call_by_family"].items()))
         print(f"roofline fallbacks in the stream: {cost['fallbacks_in_stream'] or 'none'}")
+    from revati.replay import ladder_report
+
+    ladder = [row for gpu in gpus_ for row in ladder_report.evaluate(gpu)]
+    out["ladder"] = ladder
+    print("\n== the prediction ladder per GPU and software stack (MAPE % / bias %, shapes scored) ==")
+    for line in ladder_report.format_rows(ladder):
+        print(line)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(out, indent=2, sort_keys=True, default=str))
         print(f"\nwrote {args.json_path}")

@@ -24,8 +24,10 @@ def _emulate(*args, timeout=600):
 @pytest.mark.parametrize("world", [2, 4])
 def test_tensor_parallel_step_is_compute_plus_all_reduce_on_every_rank(world):
     layers = 2
-    proc = _emulate("--num-gpus", str(world), "--no-host-cpu", "--", sys.executable, "tp_block.py",
-                    str(world), str(layers))
+    # GPU time only (no per-kernel host charge): the TP=4 shards' kernels are shorter than the
+    # 8 us charge, which would make the step launch-bound instead of compute + collectives
+    proc = _emulate("--num-gpus", str(world), "--no-host-cpu", "--launch-overhead-us", "0", "--", sys.executable,
+                    "tp_block.py", str(world), str(layers))
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     ranks = out["ranks"]
