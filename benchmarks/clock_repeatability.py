@@ -1,7 +1,7 @@
 """How repeatable and how GPU-dependent is the virtual clock? (issue: a clock users can trust)
 
 usage: python benchmarks/clock_repeatability.py [--runs 5] [--tp-runs 10] [--gpus h100,a100]
-           [--conditions idle,loaded] [--host-cpu native] [--json OUT]
+           [--conditions idle,loaded] [--host-cpu native] [--raw-host-cpu] [--json OUT]
 
 Part 1, the main job (`revati emulate` with no command: HF continuous batching of a
 Llama-2-7B shape, 16 requests at 4 req/s, host CPU counted) RUNS times per GPU and condition;
@@ -65,14 +65,15 @@ def part_main_job(args) -> list[dict]:
         exact = main_job(gpu, "--no-host-cpu")
         for condition in args.conditions.split(","):
             with load(condition):
-                runs = [main_job(gpu, "--host-cpu", args.host_cpu) for _ in range(args.runs)]
+                runs = [main_job(gpu, "--host-cpu", args.host_cpu, *(["--raw-host-cpu"] if args.raw_host_cpu else []))
+                        for _ in range(args.runs)]
             tpot = [r["mean_tpot_ms"] for r in runs]
             ttft = [r["mean_ttft_ms"] for r in runs]
             rows.append({"gpu": gpu, "condition": condition, "runs": len(runs),
                          "tpot_ms": statistics.mean(tpot), "tpot_spread": spread(tpot), "tpot_runs": tpot,
                          "ttft_ms": statistics.mean(ttft), "ttft_spread": spread(ttft), "ttft_runs": ttft,
                          "tpot_gpu_only_ms": exact["mean_tpot_ms"], "ttft_gpu_only_ms": exact["mean_ttft_ms"],
-                         "host_cpu": runs[0].get("host_cpu")})
+                         "host_cpu": runs[0].get("host_cpu"), "drift_filter": not args.raw_host_cpu})
             print(f"{gpu:6} {condition:7} TPOT {rows[-1]['tpot_ms']:7.2f} ms (spread {rows[-1]['tpot_spread']:5.1%})  "
                   f"TTFT {rows[-1]['ttft_ms']:8.2f} ms (spread {rows[-1]['ttft_spread']:5.1%})  "
                   f"GPU only: TPOT {exact['mean_tpot_ms']:.2f} TTFT {exact['mean_ttft_ms']:.2f}", flush=True)
@@ -109,6 +110,7 @@ def main() -> None:
     ap.add_argument("--gpus", default="h100,a100")
     ap.add_argument("--conditions", default="idle,loaded")
     ap.add_argument("--host-cpu", default="native")
+    ap.add_argument("--raw-host-cpu", action="store_true", help="without the drift filter (Note [Host-time drift filter])")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     main_rows = part_main_job(args) if args.runs else []

@@ -23,6 +23,23 @@ from typing import Callable
 
 cpu_ns = time.process_time_ns
 
+# Note [Host-time drift filter]
+# =============================
+# This machine does the same host work at different speeds from second to second (a VM's
+# frequency drifts ~12% within seconds; other processes on the cores slow it further), so raw
+# CPU time made the main job's TPOT spread 22% over five idle runs. The program's own repeated
+# work is the probe: the host CPU between two consecutive top-level ops (a *segment*, keyed by
+# the pair of ops) recurs every layer and every step. Each segment's time over the fastest time
+# seen for its key is a sample of "how slow the machine is now"; the median of the last
+# DRIFT_WINDOW samples (refreshed every DRIFT_REFRESH) divides all measured host time. The
+# reference is the machine at its fastest, as the host calibration score is (the minimum over
+# repeats: Note [Host-speed calibration]), so host time is this machine's best, scaled to the
+# target host. Segments under DRIFT_MIN_NS are too short to time and are not sampled.
+DRIFT_WINDOW = 512
+DRIFT_REFRESH = 64
+DRIFT_MIN_NS = 20_000
+DRIFT_BOUNDS = (0.5, 3.0)
+
 
 class ProcessClock:
     """Virtual nanoseconds for this process. See Note [Virtual host clock]."""
@@ -40,6 +57,15 @@ class ProcessClock:
         self._base_cpu = cpu_ns()
         self._base_excl = self._excluded()
         self._host_before_base = 0  # host CPU (scaled) counted before the current base
+        # Note [Host-time drift filter]
+        self.drift = 1.0
+        self.drift_filter = True
+        self._seg_key: object = None
+        self._seg_cpu = self._base_cpu
+        self._seg_excl = self._base_excl
+        self._seg_best: dict = {}
+        self._seg_ratios: list[float] = []
+        self._seg_new = 0
         # Called with the new time after every forward jump (a sync, a granted wait, a message's
         # stamp): the waits of other threads that the jump passed end (Note [Threads in virtual
         # time], revati/shim/vwait.py).
@@ -53,7 +79,7 @@ class ProcessClock:
         if not self.count_host_cpu:
             return self._base_v
         own = cpu - self._base_cpu - (self._excluded() - self._base_excl)
-        return self._base_v + (int(own * self._scale) if own > 0 else 0)
+        return self._base_v + (int(own * self._scale / self.drift) if own > 0 else 0)
 
     def now(self) -> int:
         return self.now_at(cpu_ns())
@@ -67,8 +93,38 @@ class ProcessClock:
         predictor), not the program's: the clock keeps its reading and counts from here."""
         with self._lock:
             cpu = cpu_ns()
-            self._base_cpu = cpu
-            self._base_excl = self._excluded()
+            self._base_cpu = self._seg_cpu = cpu
+            self._base_excl = self._seg_excl = self._excluded()
+
+    def segment(self, key: object, cpu: int) -> None:
+        """A top-level op starts (``key``: the op) at process-CPU reading ``cpu``: the host work
+        since the last one is a drift sample. Note [Host-time drift filter]."""
+        excl = self._excluded()
+        own = cpu - self._seg_cpu - (excl - self._seg_excl)
+        pair = (self._seg_key, key)
+        self._seg_key, self._seg_cpu, self._seg_excl = key, cpu, excl
+        if own < DRIFT_MIN_NS or not self.drift_filter or not self.count_host_cpu:
+            return
+        best = self._seg_best.get(pair)
+        if best is None or own < best:
+            self._seg_best[pair] = own
+        if best is None:
+            return
+        ratios = self._seg_ratios
+        ratios.append(own / best)
+        self._seg_new += 1
+        if self._seg_new < DRIFT_REFRESH:
+            return
+        self._seg_new = 0
+        if len(ratios) > DRIFT_WINDOW:
+            del ratios[:len(ratios) - DRIFT_WINDOW]
+        ordered = sorted(ratios)
+        drift = min(max(ordered[len(ordered) // 2], DRIFT_BOUNDS[0]), DRIFT_BOUNDS[1])
+        with self._lock:   # the time so far at the old factor, from here at the new one
+            now = self.now_at(cpu)
+            self._host_before_base += now - self._base_v
+            self._base_v, self._base_cpu, self._base_excl = now, cpu, excl
+            self.drift = drift
 
     def exclude(self, ns: int) -> None:
         """CPU time spent in revati, not in the program."""

@@ -28,6 +28,7 @@ class EmulationConfig:
     count_host_cpu: bool = True           # see Note [Virtual host clock]
     host_speed: float = 1.0               # target host CPU speed relative to this machine
     host_cpu: str = "native"              # what host_speed stands for (Note [Host-speed calibration])
+    host_drift_filter: bool = True        # Note [Host-time drift filter] (revati/shim/clock.py)
     value_max_elements: int = 1 << 16     # small integer/bool tensors carry real values up to this size
     value_max_float_elements: int = 4096  # ... and floating-point ones up to this size
     token_id: int | None = None           # fixed sampled token id (None: a deterministic sequence)

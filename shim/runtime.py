@@ -52,6 +52,7 @@ class Runtime:
         self.coordinator = coordinator
         extra = coordinator.coordination_cpu_ns if coordinator is not None else None
         self.clock = ProcessClock(start_ns, config.count_host_cpu, config.host_speed, extra)
+        self.clock.drift_filter = config.host_drift_filter
         name = config.process_name or os.path.basename(sys.argv[0] or "python")
         self.timeline = Timeline(config.timeline_path, name)
         self.gpus = VirtualGPUs(config, self.clock, self.timeline)

@@ -430,6 +430,8 @@ def _dispatch(func, args, kwargs):
         return func.decompose(*args, **kwargs)
     depth = getattr(_TLS, "depth", 0)
     cpu0 = cpu_ns()
+    if depth == 0:
+        rt.clock.segment(func, cpu0)   # Note [Host-time drift filter]
     _TLS.depth = depth + 1
     try:
         return _run(func, info, args, kwargs, rt, cpu0)

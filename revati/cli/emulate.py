@@ -41,6 +41,9 @@ def _gpu_choice(ctx, param, value: str) -> str:
                    "recorded in the target GPU's traces) or a reference host of `revati calibrate`.")
 @click.option("--host-speed", default=None, type=click.FloatRange(min=0.01),
               help="Instead of --host-cpu: target host CPU speed relative to this machine (2.0 = twice as fast).")
+@click.option("--raw-host-cpu", is_flag=True,
+              help="Count host CPU time as measured, without the drift filter that divides out this machine's "
+                   "momentary slowness (Note [Host-time drift filter]).")
 @click.option("--no-host-cpu", is_flag=True,
               help="Do not count the program's CPU time: clocks move only by GPU time and waits (repeatable).")
 @click.option("--timeline", "timeline_dir", type=click.Path(file_okay=False), default=None,
@@ -84,7 +87,7 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Also print each process's summary and the timekeeper's counters.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the program's own output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_speed, no_host_cpu, timeline_dir, stats_dir,
+def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_speed, raw_host_cpu, no_host_cpu, timeline_dir, stats_dir,
             model, dataset_name, dataset_path, sharegpt_output_len, custom_output_len, num_prompts, request_rate,
             burstiness, random_input_len,
             random_output_len, random_range_ratio, max_concurrency, seed, goodput, result_dir,
@@ -149,6 +152,7 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
     cfg = EmulationConfig(
         gpu=gpu, num_gpus=num_gpus, launch_overhead_ns=int(launch_overhead_us * 1000), kernel_stack=kernel_stack,
         host_speed=host.speed_factor, host_cpu=host.name, count_host_cpu=not no_host_cpu,
+        host_drift_filter=not raw_host_cpu,
         timeline_path=f"{timeline_dir}/timeline-{{pid}}.json" if timeline_dir else None,
         stats_dir=stats_dir,
     )

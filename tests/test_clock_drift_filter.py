@@ -1,0 +1,64 @@
+"""Note [Host-time drift filter] (revati/shim/clock.py): the program's own repeated host work
+measures how slow this machine is now, and measured host time is divided by it."""
+from __future__ import annotations
+
+import pytest
+
+from revati.shim import clock as clock_mod
+from revati.shim.clock import ProcessClock
+
+
+def _step(clock: ProcessClock, cpu: int, segment_ns: list[int], ops=("mm", "add", "mul", "silu")) -> int:
+    """One decode-step-like pass: a top-level op after each host segment; returns the CPU reading."""
+    for op, ns in zip(ops, segment_ns):
+        cpu += ns
+        clock.segment(op, cpu)
+    return cpu
+
+
+def _run(slowdown: float, drift_filter: bool = True) -> tuple[int, float]:
+    clock = ProcessClock(start_ns=0)
+    clock.drift_filter = drift_filter
+    cpu = clock._base_cpu
+    base = [100_000, 40_000, 60_000, 30_000]
+    for _ in range(200):                      # the machine at its usual speed
+        cpu = _step(clock, cpu, base)
+    t0 = clock.now_at(cpu)
+    for _ in range(1000):                     # then slower by `slowdown`, for the same work
+        cpu = _step(clock, cpu, [int(ns * slowdown) for ns in base])
+    return clock.now_at(cpu) - t0, clock.drift
+
+
+def test_the_same_work_costs_the_same_virtual_time_when_the_machine_slows_down():
+    fast, _ = _run(1.0)
+    slow, drift = _run(1.15)
+    assert drift == pytest.approx(1.15, rel=0.01)
+    # the factor lags by half a window (the median flips after DRIFT_WINDOW / 2 slow samples):
+    # those ~256 of the phase's 4,000 segments are charged at the old factor
+    assert slow == pytest.approx(fast, rel=0.02)
+    raw_slow, raw_drift = _run(1.15, drift_filter=False)
+    assert raw_drift == 1.0 and raw_slow == pytest.approx(1.15 * fast, rel=0.01)
+
+
+def test_short_segments_are_not_samples_and_the_factor_is_bounded():
+    clock = ProcessClock(start_ns=0)
+    cpu = clock._base_cpu
+    for _ in range(500):
+        cpu = _step(clock, cpu, [clock_mod.DRIFT_MIN_NS // 2] * 4)
+    assert clock.drift == 1.0 and not clock._seg_ratios
+    for _ in range(50):
+        cpu = _step(clock, cpu, [50_000] * 4)
+    for _ in range(300):
+        cpu = _step(clock, cpu, [50_000 * 10] * 4)
+    assert clock.drift == clock_mod.DRIFT_BOUNDS[1]
+
+
+def test_the_clock_never_runs_backwards_when_the_factor_changes():
+    clock = ProcessClock(start_ns=0)
+    cpu = clock._base_cpu
+    last = clock.now_at(cpu)
+    for i in range(400):
+        cpu = _step(clock, cpu, [100_000 * (1 + (i // 50) % 3 // 2)] * 4)
+        now = clock.now_at(cpu)
+        assert now >= last
+        last = now
