@@ -177,6 +177,8 @@ class MeasuredTable:
             try:
                 from revati.parquet_io import atomic_write_bytes
 
+                for stale in path.parent.glob(f"measured-{self.gpu}-{family}-{cls}-*.pkl"):
+                    stale.unlink(missing_ok=True)   # built from files that have changed since
                 atomic_write_bytes(path, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
             except OSError:
                 pass  # a read-only home: answer without the cache

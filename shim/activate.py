@@ -56,6 +56,11 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
 
     sockets.install(rt.clock, waits)
     engines.install(rt)  # serving-engine adapters, applied when the program imports them
+    if cfg.count_host_cpu and cfg.host_drift_filter:   # Note [Host-time drift filter]
+        from revati.shim import host_references
+
+        _ACTIVE["references"] = host_references.path_for()
+        rt.clock.references = host_references.load(_ACTIVE["references"])
     # Everything above (the predictor included) is revati's own start-up, not the program's.
     rt.clock.forget_host_cpu_so_far()
     _ACTIVE["runtime"] = rt
@@ -70,6 +75,10 @@ def _at_exit() -> None:
     # The coordinator stays connected: atexit handlers registered before ours (multiprocessing's
     # finalizers joining its feeder threads) still wait virtually; the socket closes with the process.
     rt.timeline.write()
+    if _ACTIVE.get("references") is not None:
+        from revati.shim import host_references
+
+        host_references.save(_ACTIVE["references"], rt.clock.segment_references())
     if rt.config.stats_dir:
         from revati.parquet_io import atomic_write_bytes
 

@@ -35,6 +35,9 @@ cpu_ns = time.process_time_ns
 # reference is the machine at its fastest, as the host calibration score is (the minimum over
 # repeats: Note [Host-speed calibration]), so host time is this machine's best, scaled to the
 # target host. Segments under DRIFT_MIN_NS are too short to time and are not sampled.
+# A run's own fastest times depend on whether the machine had a fast moment during it, so the
+# references persist per machine and program (``shim/host_references.py``): each run starts
+# from the fastest times of the runs before it and adds its own.
 DRIFT_WINDOW = 512
 DRIFT_REFRESH = 64
 DRIFT_MIN_NS = 20_000
@@ -66,6 +69,7 @@ class ProcessClock:
         self._seg_best: dict = {}
         self._seg_ratios: list[float] = []
         self._seg_new = 0
+        self.references: dict[tuple[str, str], int] = {}   # fastest segments of earlier runs
         # Called with the new time after every forward jump (a sync, a granted wait, a message's
         # stamp): the waits of other threads that the jump passed end (Note [Threads in virtual
         # time], revati/shim/vwait.py).
@@ -106,6 +110,8 @@ class ProcessClock:
         if own < DRIFT_MIN_NS or not self.drift_filter or not self.count_host_cpu:
             return
         best = self._seg_best.get(pair)
+        if best is None and self.references:
+            best = self.references.get((str(pair[0]), str(key)))
         if best is None or own < best:
             self._seg_best[pair] = own
         if best is None:
@@ -125,6 +131,14 @@ class ProcessClock:
             self._host_before_base += now - self._base_v
             self._base_v, self._base_cpu, self._base_excl = now, cpu, excl
             self.drift = drift
+
+    def segment_references(self) -> dict[tuple[str, str], int]:
+        """The fastest time of every segment, this run and earlier ones (by op names)."""
+        out = dict(self.references)
+        for (a, b), ns in list(self._seg_best.items()):
+            k = (str(a), str(b))
+            out[k] = min(ns, out.get(k, ns))
+        return out
 
     def exclude(self, ns: int) -> None:
         """CPU time spent in revati, not in the program."""

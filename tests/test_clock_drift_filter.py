@@ -62,3 +62,25 @@ def test_the_clock_never_runs_backwards_when_the_factor_changes():
         now = clock.now_at(cpu)
         assert now >= last
         last = now
+
+
+def test_references_persist_per_program_and_keep_the_fastest(tmp_path, monkeypatch):
+    from revati.shim import host_references
+
+    a = host_references.path_for(["vllm", "serve"])
+    b = host_references.path_for(["python", "-m"])
+    assert a != b and a.parent == b.parent
+    host_references.save(a, {("aten.mm.default", "aten.add.Tensor"): 50_000})
+    host_references.save(a, {("aten.mm.default", "aten.add.Tensor"): 70_000, ("x", "y"): 30_000})
+    assert host_references.load(a) == {("aten.mm.default", "aten.add.Tensor"): 50_000, ("x", "y"): 30_000}
+    assert host_references.load(b) == {}
+
+    clock = ProcessClock(start_ns=0)          # a run that starts from them: ratios from its first segment
+    clock.references = {("None", "mm"): 100_000, ("mm", "add"): 40_000}
+    cpu = clock._base_cpu
+    cpu += 110_000
+    clock.segment("mm", cpu)
+    cpu += 44_000
+    clock.segment("add", cpu)
+    assert clock._seg_ratios == [pytest.approx(1.1), pytest.approx(1.1)]
+    assert clock.segment_references()[("mm", "add")] == 40_000

@@ -121,3 +121,20 @@ def test_the_users_own_traces_win_over_everything_shipped():
     for engine in ("torch", "vllm"):
         assert load_predictor("h100", engine=engine).predict_full("gemm", H100_QKV) == (
             12_345.0, "measured", "own:torch-2.12")
+
+
+def test_ladder_report_holds_out_whole_sweep_points_and_never_answers_them_measured():
+    from revati.replay import ladder_report
+
+    rows = _gemm_rows("torch-2.11", [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]) + \
+        _gemm_rows("vllm-0.24.0", [1, 4, 16, 64, 256], scale=0.8)
+    held = ladder_report._held_sweep_points("gemm", [tuple(p.values()) for *_, p, _ in rows[:10]])
+    assert {s[0] for s in held} == {2, 16, 128}           # every third interior m, whole points
+    table = MeasuredTable.from_rows("h100", rows)
+    (torch_row, vllm_row) = ladder_report.evaluate("h100", families=("gemm",), table=table)
+    assert torch_row["stack"] == "torch-2.11" and torch_row["within_kind"] == "held-out sweep points"
+    assert torch_row["within_answered_by"] == {"interpolated": 3}
+    assert torch_row["within"]["mape_pct"] < 1.0          # the law is linear in FLOPs: interpolation is exact
+    # cross-stack: vLLM's measurements answer torch's shapes, 20% faster by construction
+    assert torch_row["cross"]["bias_pct"] == pytest.approx(-20.0, abs=3.0)
+    assert vllm_row["cross_answered_by"].get("measured", 0) + vllm_row["cross_answered_by"].get("interpolated", 0) > 0
