@@ -34,7 +34,8 @@ cpu_ns = time.process_time_ns
 # DRIFT_WINDOW samples (refreshed every DRIFT_REFRESH) divides all measured host time. The
 # reference is the machine at its fastest, as the host calibration score is (the minimum over
 # repeats: Note [Host-speed calibration]), so host time is this machine's best, scaled to the
-# target host. Segments under DRIFT_MIN_NS are too short to time and are not sampled.
+# target host. Keys whose fastest segment is under DRIFT_MIN_NS are too short to time and are
+# not sampled.
 # A run's own fastest times depend on whether the machine had a fast moment during it, so the
 # references persist per machine and program (``shim/host_references.py``): each run starts
 # from the fastest times of the runs before it and adds its own.
@@ -107,14 +108,16 @@ class ProcessClock:
         own = cpu - self._seg_cpu - (excl - self._seg_excl)
         pair = (self._seg_key, key)
         self._seg_key, self._seg_cpu, self._seg_excl = key, cpu, excl
-        if own < DRIFT_MIN_NS or not self.drift_filter or not self.count_host_cpu:
+        if own <= 0 or not self.drift_filter or not self.count_host_cpu:
             return
         best = self._seg_best.get(pair)
         if best is None and self.references:
             best = self.references.get((str(pair[0]), str(key)))
         if best is None or own < best:
             self._seg_best[pair] = own
-        if best is None:
+        # a key is a sample only if even its fastest time is long enough to time: a threshold on
+        # each segment instead would keep only the slow tail of short keys and read it as speed
+        if best is None or best < DRIFT_MIN_NS:
             return
         ratios = self._seg_ratios
         ratios.append(own / best)
