@@ -72,7 +72,7 @@ def evaluate(gpu: str, families: Iterable[str] = tuple(FAMILIES), dtype: str = "
     models_only = load_predictor(key, measured=False)
     out = []
     for fam in families:
-        by_stack = table._family(fam, measured_mod.dtype_class(dtype))
+        by_stack = table.by_stack(fam, measured_mod.dtype_class(dtype))
         params_of = FAMILIES[fam]
         for stack in stacks.order(list(by_stack)):
             rows = by_stack[stack]
@@ -115,7 +115,7 @@ def _score(key, fam, dtype, shapes, rows, table, order, models_only, only_measur
     from revati.replay.predictor import Predictor
 
     p = Predictor(key, models_only.models, measured=table, engine="torch")
-    p._orders[(fam, measured_mod.dtype_class(dtype))] = list(order)
+    p.set_stack_order(fam, dtype, order)
     pairs, how = [], {}
     for s in shapes:
         ns, rung = p.predict_detail(fam, dict(zip(FAMILIES[fam], s)), dtype)

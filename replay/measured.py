@@ -130,8 +130,6 @@ class MeasuredTable:
         self._cache = cache
         self._rows: dict[tuple[str, str], dict[str, _StackRows]] = {}
 
-    load = classmethod(lambda cls, gpu, roots=None, cache=True: cls(gpu, roots, cache))
-
     @classmethod
     def from_rows(cls, gpu: str, rows: Iterable[tuple[str, str, str, Mapping[str, float], float]]) -> "MeasuredTable":
         """A table of the given (family, dtype, stack, params, ns) only (evaluations, tests)."""
@@ -148,7 +146,8 @@ class MeasuredTable:
         # imports name their GPU in the file name (op_samples-<gpu>-<kind>.parquet)
         return not f.name.startswith("op_samples-") or f"-{self.gpu}-" in f.name
 
-    def _family(self, family: str, cls: str) -> dict[str, _StackRows]:
+    def by_stack(self, family: str, cls: str) -> dict[str, _StackRows]:
+        """The measured rows of one family and dtype class, per stack (read on first use)."""
         got = self._rows.get((family, cls))
         if got is None and not self._files:
             return {}
@@ -185,7 +184,7 @@ class MeasuredTable:
         return rows
 
     def stacks(self, family: str, dtype: str = "bf16") -> list[str]:
-        return sorted(self._family(family, dtype_class(dtype)))
+        return sorted(self.by_stack(family, dtype_class(dtype)))
 
     def lookup(self, family: str, params: Mapping[str, float], dtype: str,
                order: Sequence[str] | None = None) -> tuple[float, str, str] | None:
@@ -199,7 +198,7 @@ class MeasuredTable:
             shape = tuple(int(params[p]) for p in names)
         except (KeyError, TypeError, ValueError):
             return None
-        by_stack = self._family(family, dtype_class(dtype))
+        by_stack = self.by_stack(family, dtype_class(dtype))
         for stack in (order if order is not None else stacks.order(list(by_stack))):
             rows = by_stack.get(stack)
             if rows is None:

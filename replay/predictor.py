@@ -101,6 +101,12 @@ class Predictor:
         self._cache[key] = value
         return value
 
+    def set_stack_order(self, op: str, dtype: str, order: list[str]) -> None:
+        """Ask the measured rungs for ``op`` these stacks only, in this order (evaluations)."""
+        from revati.replay import measured as measured_mod
+
+        self._orders[(op, measured_mod.dtype_class(dtype))] = list(order)
+
     def stack_order(self, op: str, dtype: str) -> list[str]:
         """The stacks the measured rungs ask, in order (Note [Kernel stacks])."""
         from revati.replay import measured as measured_mod
