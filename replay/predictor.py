@@ -25,12 +25,11 @@ from typing import Callable, Mapping
 from revati import gpus, vocab
 from revati.gpus import GPUSpec
 from revati.replay import features, roofline
+from revati.replay.measured import FAMILIES as MEASURED_FAMILIES
 
 # Dtypes that run on the same units at the same rate: a model fitted on one answers for the
 # other (fp16 and bf16 tensor-core GEMMs and attention are equally fast).
 SAME_SPEED_DTYPES: dict[str, tuple[str, ...]] = {"fp16": ("bf16",), "bf16": ("fp16",)}
-# Families the measured rungs answer (collectives depend on a topology no shape key holds).
-_MEASURED_FAMILIES = frozenset(("gemm", "attn_prefill", "attn_decode"))
 
 # A fitted model for one family: params (family's parameter names) and dtype -> ns, or None
 # when the shape/dtype is outside what the model may answer for.
@@ -121,9 +120,8 @@ class Predictor:
 
     def _answer(self, op: str, params: Mapping[str, float], dtype: str) -> tuple[float, str, str]:
         """(ns, rung, stack or ""): the first rung of the ladder that answers."""
-        if self.measured is not None:
-            got = self.measured.lookup(op, params, dtype, self.stack_order(op, dtype)) if op in _MEASURED_FAMILIES \
-                else None
+        if self.measured is not None and op in MEASURED_FAMILIES:
+            got = self.measured.lookup(op, params, dtype, self.stack_order(op, dtype))
             if got is not None:
                 self.stats.answered[got[1]] += 1
                 return got[0], got[1], got[2]

@@ -228,7 +228,8 @@ def measure(repeats: int = DEFAULT_REPEATS) -> HostScore:
                      python=platform.python_version(), numpy=_numpy_version())
 
 
-def _cache_key() -> str:
+def machine_key() -> str:
+    """This machine as host scores and host references are cached: CPU model, Python, numpy, workload version."""
     return f"{cpu_model()}|python {platform.python_version()}|numpy {_numpy_version()}|v{CALIBRATION_VERSION}"
 
 
@@ -241,7 +242,7 @@ def _cache_path() -> Path:
 def cached_score(remeasure: bool = False, repeats: int = DEFAULT_REPEATS) -> HostScore:
     """This machine's score: from the cache, or measured now and cached."""
     path = _cache_path()
-    key = _cache_key()
+    key = machine_key()
     entries: dict = {}
     if path.exists():
         try:

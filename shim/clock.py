@@ -104,11 +104,13 @@ class ProcessClock:
     def segment(self, key: object, cpu: int) -> None:
         """A top-level op starts (``key``: the op) at process-CPU reading ``cpu``: the host work
         since the last one is a drift sample. Note [Host-time drift filter]."""
+        if not self.drift_filter or not self.count_host_cpu:
+            return
         excl = self._excluded()
         own = cpu - self._seg_cpu - (excl - self._seg_excl)
         pair = (self._seg_key, key)
         self._seg_key, self._seg_cpu, self._seg_excl = key, cpu, excl
-        if own <= 0 or not self.drift_filter or not self.count_host_cpu:
+        if own <= 0:
             return
         best = self._seg_best.get(pair)
         if best is None and self.references:

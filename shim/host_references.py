@@ -14,14 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-MAX_KEYS = 20_000
-
 
 def path_for(argv: list[str] | None = None) -> Path:
     from revati import hostcpu, paths
 
     program = " ".join((argv if argv is not None else sys.argv)[:2])
-    digest = hashlib.sha256(f"{hostcpu._cache_key()}|{program}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{hostcpu.machine_key()}|{program}".encode()).hexdigest()[:16]
     return paths.revati_home() / "cache" / f"host-segments-{digest}.json"
 
 
@@ -37,8 +35,6 @@ def save(path: Path, references: dict[tuple[str, str], int]) -> None:
     merged = load(path)
     for k, ns in references.items():
         merged[k] = min(ns, merged.get(k, ns))
-    if len(merged) > MAX_KEYS:   # keep the most-sampled kind: short keys list, fastest first
-        merged = dict(sorted(merged.items(), key=lambda kv: kv[1])[:MAX_KEYS])
     from revati.parquet_io import atomic_write_bytes
 
     try:

@@ -80,7 +80,6 @@ def kernel_table(folder: Path, gpu: str) -> dict:
     held_rows, kept = [], []
     for r in rows:
         axis, held = HELD_OUT_SWEEP.get(r["op"], (None, set()))
-        params = {p: r[p] for p in PARAMS.get(r["op"], ())}
         (held_rows if axis and r[axis] in held else kept).append(r)
     own = load_predictor(gpu, measured=False, engine="torch")
     own.measured = MeasuredTable.from_rows(gpu, [(r["op"], r["dtype"], stack, {p: r[p] for p in PARAMS[r["op"]]},
