@@ -1,7 +1,8 @@
 """How repeatable and how GPU-dependent is the virtual clock? (issue: a clock users can trust)
 
 usage: python benchmarks/clock_repeatability.py [--runs 5] [--tp-runs 10] [--gpus h100,a100]
-           [--conditions idle,loaded] [--host-cpu native] [--raw-host-cpu] [--json OUT]
+           [--conditions idle,loaded] [--host-cpu native] [--raw-host-cpu] [--num-prompts N]
+           [--json OUT]
 
 Part 1, the main job (`revati emulate` with no command: HF continuous batching of a
 Llama-2-7B shape, 16 requests at 4 req/s, host CPU counted) RUNS times per GPU and condition;
@@ -9,6 +10,13 @@ Llama-2-7B shape, 16 requests at 4 req/s, host CPU counted) RUNS times per GPU a
 over the runs, their spread ((max - min) / mean), and the same job with --no-host-cpu (GPU time
 only, one run: it is exact). The last lines give the A100/H100 TPOT ratio with host time
 counted and without it (the kernel models' ratio).
+
+TTFT has a floor no host clock short of a bit-exact one can beat: a request arriving while a
+step runs waits for that step to end, anywhere in [0, TPOT), and a host-time difference of a
+fraction of a percent shifts every later step boundary against the fixed arrival times. So each
+request's wait is a fresh uniform draw per run: the mean over N requests has a standard deviation
+of about TPOT / sqrt(12 N), and the expected (max - min) of RUNS such means is d2(RUNS) times
+that. Printed as "phase floor"; it shrinks as 1/sqrt(N) (--num-prompts).
 
 Part 2, one 128 MiB all-reduce on two ranks under torchrun (tests/programs/allreduce_torchrun.py),
 TP_RUNS times with host CPU counted: per run, each rank's launch-to-synchronize time and how far
@@ -59,23 +67,38 @@ def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.mean(values)
 
 
+# expected range of n normal samples in standard deviations (d2 of quality control charts)
+D2 = {2: 1.128, 3: 1.693, 4: 2.059, 5: 2.326, 6: 2.534, 7: 2.704, 8: 2.847, 9: 2.970, 10: 3.078}
+
+
+def phase_floor(tpot_ms: float, ttft_ms: float, requests: int, runs: int) -> float:
+    """Expected TTFT spread from where arrivals fall within a step alone (module docstring)."""
+    sigma = tpot_ms / (12 * requests) ** 0.5
+    return D2.get(runs, 3.0) * sigma / ttft_ms
+
+
 def part_main_job(args) -> list[dict]:
+    prompts = ["--num-prompts", str(args.num_prompts)] if args.num_prompts else []
     rows = []
     for gpu in args.gpus.split(","):
-        exact = main_job(gpu, "--no-host-cpu")
+        exact = main_job(gpu, "--no-host-cpu", *prompts)
         for condition in args.conditions.split(","):
             with load(condition):
-                runs = [main_job(gpu, "--host-cpu", args.host_cpu, *(["--raw-host-cpu"] if args.raw_host_cpu else []))
-                        for _ in range(args.runs)]
+                runs = [main_job(gpu, "--host-cpu", args.host_cpu, *(["--raw-host-cpu"] if args.raw_host_cpu else []),
+                                 *prompts) for _ in range(args.runs)]
             tpot = [r["mean_tpot_ms"] for r in runs]
             ttft = [r["mean_ttft_ms"] for r in runs]
             rows.append({"gpu": gpu, "condition": condition, "runs": len(runs),
                          "tpot_ms": statistics.mean(tpot), "tpot_spread": spread(tpot), "tpot_runs": tpot,
                          "ttft_ms": statistics.mean(ttft), "ttft_spread": spread(ttft), "ttft_runs": ttft,
                          "tpot_gpu_only_ms": exact["mean_tpot_ms"], "ttft_gpu_only_ms": exact["mean_ttft_ms"],
-                         "host_cpu": runs[0].get("host_cpu"), "drift_filter": not args.raw_host_cpu})
+                         "host_cpu": runs[0].get("host_cpu"), "drift_filter": not args.raw_host_cpu,
+                         "requests": runs[0]["completed"]})
+            rows[-1]["ttft_phase_floor"] = phase_floor(rows[-1]["tpot_ms"], rows[-1]["ttft_ms"],
+                                                       rows[-1]["requests"], len(runs))
             print(f"{gpu:6} {condition:7} TPOT {rows[-1]['tpot_ms']:7.2f} ms (spread {rows[-1]['tpot_spread']:5.1%})  "
-                  f"TTFT {rows[-1]['ttft_ms']:8.2f} ms (spread {rows[-1]['ttft_spread']:5.1%})  "
+                  f"TTFT {rows[-1]['ttft_ms']:8.2f} ms (spread {rows[-1]['ttft_spread']:5.1%}, phase floor "
+                  f"{rows[-1]['ttft_phase_floor']:4.1%} for {rows[-1]['requests']} requests)  "
                   f"GPU only: TPOT {exact['mean_tpot_ms']:.2f} TTFT {exact['mean_ttft_ms']:.2f}", flush=True)
     return rows
 
@@ -111,6 +134,7 @@ def main() -> None:
     ap.add_argument("--conditions", default="idle,loaded")
     ap.add_argument("--host-cpu", default="native")
     ap.add_argument("--raw-host-cpu", action="store_true", help="without the drift filter (Note [Host-time drift filter])")
+    ap.add_argument("--num-prompts", type=int, default=None, help="requests per run (default: the main job's)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     main_rows = part_main_job(args) if args.runs else []

@@ -61,6 +61,9 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
 
         _ACTIVE["references"] = host_references.path_for()
         rt.clock.references = host_references.load(_ACTIVE["references"])
+    from revati.shim.clock import install_gc_exclusion
+
+    install_gc_exclusion(rt.clock)
     # Everything above (the predictor included) is revati's own start-up, not the program's.
     rt.clock.forget_host_cpu_so_far()
     _ACTIVE["runtime"] = rt

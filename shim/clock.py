@@ -8,6 +8,12 @@
 #   - modelled costs that exist on a GPU box but not here (kernel launch overhead), charged
 #     explicitly;
 #   - jumps at synchronisation points and granted waits (never backwards).
+# Full (oldest-generation) garbage collections are left out (``install_gc_exclusion``): their
+# cost scales with the whole heap, which here holds revati's objects too (op caches, the
+# predictor's tables), and when they fire depends on revati's allocations; they took 80-300 ms
+# each in the main job and moved its first request's TTFT by 14 ms from run to run. Young
+# collections (proportional to recent allocations, ~0.1 ms) stay counted. What this leaves out:
+# the real program's own full collections on the GPU box (engines that care call gc.freeze()).
 # CPU time rather than wall time keeps the clock honest when other emulated processes share
 # the cores. ``host_ns()`` is how much of the clock's advance came from measured host CPU (the
 # part of a run's result that depends on this machine, scaled to --host-cpu). With
@@ -22,6 +28,7 @@ import time
 from typing import Callable
 
 cpu_ns = time.process_time_ns
+thread_cpu_ns = time.thread_time_ns
 
 # Note [Host-time drift filter]
 # =============================
@@ -43,6 +50,7 @@ DRIFT_WINDOW = 512
 DRIFT_REFRESH = 64
 DRIFT_MIN_NS = 20_000
 DRIFT_BOUNDS = (0.5, 3.0)
+HOLD_LOG_MAX = 64
 
 
 class ProcessClock:
@@ -57,6 +65,8 @@ class ProcessClock:
         self._extra = extra_excluded_ns
         self._lock = threading.Lock()
         self.shim_cpu_ns = 0          # CPU time spent inside revati (excluded)
+        self.gc_full_ns = 0           # full garbage collections (excluded too)
+        self.other_excluded_ns = 0    # exclude_nested: held-for threads, full collections
         self._base_v = int(start_ns)
         self._base_cpu = cpu_ns()
         self._base_excl = self._excluded()
@@ -71,16 +81,31 @@ class ProcessClock:
         self._seg_ratios: list[float] = []
         self._seg_new = 0
         self.references: dict[tuple[str, str], int] = {}   # fastest segments of earlier runs
+        # Note [Threads in virtual time] (revati/shim/vwait.py): a thread woken by another
+        # thread's jump runs at its own deadline until it waits again (its *lag*), and the CPU
+        # it spends while the jumping thread holds for it is not the shared clock's.
+        self._tls = threading.local()
+        self._lagging = 0          # threads with a lag (the hot path reads TLS only if any)
+        self._holds: list[tuple[int, int, int]] = []   # (thread ident, cpu at hold start, ns)
         # Called with the new time after every forward jump (a sync, a granted wait, a message's
         # stamp): the waits of other threads that the jump passed end (Note [Threads in virtual
         # time], revati/shim/vwait.py).
         self.after_jump: Callable[[int], None] | None = None
 
     def _excluded(self) -> int:
-        return self.shim_cpu_ns + (self._extra() if self._extra is not None else 0)
+        return self.shim_cpu_ns + self.other_excluded_ns + (self._extra() if self._extra is not None else 0)
+
+    def excluded_ns(self) -> int:
+        """Process CPU so far that is not the program's (revati's, and held-for threads')."""
+        return self._excluded()
 
     def now_at(self, cpu: int) -> int:
         """Virtual time for a process-CPU reading taken by the caller."""
+        if self._lagging and getattr(self._tls, "lag", None) is not None:
+            return self._lag_now()
+        return self._shared_at(cpu)
+
+    def _shared_at(self, cpu: int) -> int:
         if not self.count_host_cpu:
             return self._base_v
         own = cpu - self._base_cpu - (self._excluded() - self._base_excl)
@@ -89,9 +114,91 @@ class ProcessClock:
     def now(self) -> int:
         return self.now_at(cpu_ns())
 
+    # -- a thread's lag: Note [Threads in virtual time] -----------------------------------------
+    def begin_lag(self, at_ns: int) -> bool:
+        """This thread was woken at ``at_ns`` by another thread's jump past its deadline: until
+        it waits again it runs at its own time from there (its own CPU, its own charges), at
+        most the shared clock. False (no lag) if the shared clock is not past ``at_ns``."""
+        if self._shared_at(cpu_ns()) <= at_ns:
+            return False
+        if getattr(self._tls, "lag", None) is None:
+            with self._lock:
+                self._lagging += 1
+        self._tls.lag = [int(at_ns), thread_cpu_ns()]
+        return True
+
+    def end_lag(self) -> None:
+        """This thread waits again (or ends): it is back on the shared clock."""
+        if self._lagging and getattr(self._tls, "lag", None) is not None:
+            self._tls.lag = None
+            with self._lock:
+                self._lagging -= 1
+
+    def lag_to(self, t_ns: int) -> bool:
+        """A lagged thread's wait until ``t_ns``: if that is still before the shared clock's
+        present, the wait is over at once and the thread runs on from ``t_ns``, still lagged.
+        False (nothing changed) otherwise: the thread must really wait."""
+        if not self.lagging():
+            return False
+        if t_ns <= self._lag_now():
+            return self.lagging()
+        if t_ns >= self._shared_at(cpu_ns()):
+            return False
+        self._tls.lag = [int(t_ns), thread_cpu_ns()]
+        return True
+
+    def lagging(self) -> bool:
+        return self._lagging > 0 and getattr(self._tls, "lag", None) is not None
+
+    def _lag_now(self) -> int:
+        lag = self._tls.lag
+        if self.count_host_cpu:
+            own = thread_cpu_ns() - lag[1]
+            t = lag[0] + (int(own * self._scale / self.drift) if own > 0 else 0)
+        else:
+            t = lag[0]
+        shared = self._shared_at(cpu_ns())
+        if t < shared:
+            return t
+        self.end_lag()       # caught up: one clock again
+        return shared
+
+    def exclude_nested(self, cpu_at_start: int, ns: int) -> None:
+        """``ns`` of CPU from ``cpu_at_start`` on, in this thread, is not the program's (threads
+        it held for, Note [Threads in virtual time]; a full garbage collection, Note [Virtual host
+        clock]). Excluded now; ``exclude_since`` of an enclosing shim call does not exclude it
+        twice."""
+        if ns <= 0:
+            return
+        self.other_excluded_ns += ns
+        with self._lock:
+            if len(self._holds) >= HOLD_LOG_MAX:   # a thread that never makes a shim call
+                del self._holds[0]
+            self._holds.append((threading.get_ident(), cpu_at_start, ns))
+
+    def exclude_since(self, cpu0: int) -> None:
+        """The CPU time since ``cpu0`` (a ``cpu_ns()`` reading of this thread's shim call) was
+        revati's, not the program's."""
+        ns = cpu_ns() - cpu0
+        if self._holds:
+            ns -= self._take_holds(cpu0)
+        if ns > 0:
+            self.shim_cpu_ns += ns
+
+    def _take_holds(self, cpu0: int) -> int:
+        # this thread's holds are settled here: the later ones were inside the shim call, the
+        # earlier ones were not (and no later call of this thread can start before them)
+        me = threading.get_ident()
+        with self._lock:
+            mine = [h for h in self._holds if h[0] == me]
+            if not mine:
+                return 0
+            self._holds = [h for h in self._holds if h[0] != me]
+        return sum(h[2] for h in mine if h[1] >= cpu0)
+
     def host_ns(self) -> int:
         """Virtual ns this clock has advanced by measured host CPU (not charges or jumps), so far."""
-        return self._host_before_base + (self.now() - self._base_v)
+        return self._host_before_base + (self._shared_at(cpu_ns()) - self._base_v)
 
     def forget_host_cpu_so_far(self) -> None:
         """CPU time spent until now was revati's (activation: torch's CUDA stand-ins, the
@@ -132,7 +239,7 @@ class ProcessClock:
         ordered = sorted(ratios)
         drift = min(max(ordered[len(ordered) // 2], DRIFT_BOUNDS[0]), DRIFT_BOUNDS[1])
         with self._lock:   # the time so far at the old factor, from here at the new one
-            now = self.now_at(cpu)
+            now = self._shared_at(cpu)
             self._host_before_base += now - self._base_v
             self._base_v, self._base_cpu, self._base_excl = now, cpu, excl
             self.drift = drift
@@ -151,13 +258,24 @@ class ProcessClock:
 
     def charge(self, ns: int) -> None:
         """A modelled host cost (kernel launch overhead, ...)."""
+        if self._lagging and getattr(self._tls, "lag", None) is not None:
+            self._tls.lag[0] += int(ns)
+            return
         self._base_v += int(ns)
 
     def advance_to(self, t_ns: int) -> int:
         """Jump forward to ``t_ns`` if it is later than now; return the new now."""
+        if self._lagging and getattr(self._tls, "lag", None) is not None:
+            lagged = self._lag_now()
+            if t_ns <= lagged:
+                return lagged
+            if self.lagging() and t_ns < self._shared_at(cpu_ns()):
+                self._tls.lag = [int(t_ns), thread_cpu_ns()]   # still behind the shared clock
+                return int(t_ns)
+            self.end_lag()
         with self._lock:
             cpu = cpu_ns()
-            now = self.now_at(cpu)
+            now = self._shared_at(cpu)
             if t_ns <= now:
                 return now
             self._host_before_base += now - self._base_v
@@ -167,3 +285,25 @@ class ProcessClock:
         if self.after_jump is not None:
             self.after_jump(int(t_ns))
         return int(t_ns)
+
+
+def install_gc_exclusion(clock: ProcessClock) -> Callable[[], None]:
+    """Leave full garbage collections out of ``clock`` (Note [Virtual host clock]); returns the
+    function that stops it."""
+    import gc
+
+    started: list[int] = []
+
+    def on_gc(phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started.append(cpu_ns())
+        elif started:
+            t0 = started.pop()
+            ns = cpu_ns() - t0
+            clock.gc_full_ns += ns
+            clock.exclude_nested(t0, ns)
+
+    gc.callbacks.append(on_gc)
+    return lambda: gc.callbacks.remove(on_gc)

@@ -152,7 +152,7 @@ def _guard(fn):
             rt.stats.ops += 1
             return fn(func, args, kwargs)
         finally:
-            rt.clock.exclude(cpu_ns() - cpu0)
+            rt.clock.exclude_since(cpu0)
     return wrapper
 
 
@@ -321,7 +321,7 @@ def _host_rendezvous(group_obj, payload: Any) -> list:
                                         HOST_COLLECTIVE_LATENCY_NS if world > 1 else 0, payload)
         completion, payloads = (res.completion_ns, res.payloads) if hasattr(res, "completion_ns") else res
     finally:
-        rt.clock.exclude(cpu_ns() - cpu0)
+        rt.clock.exclude_since(cpu0)
     rt.clock.advance_to(completion)
     return list(payloads)
 

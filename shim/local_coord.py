@@ -89,17 +89,22 @@ class LocalCoordinator:
             with self._lock:
                 self._presumed_waiting.discard(threading.get_ident())
 
-    def wake_due(self, now_ns: int) -> None:
+    def wake_due(self, now_ns: int, on_woken: Callable[[int, int], None] | None = None) -> list[int]:
         """See Coordinator.wake_due and Note [Threads in virtual time] (revati/shim/vwait.py)."""
         if not self._waiters:
-            return
+            return []
+        woken = []
         with self._lock:
             for w in sorted(self._waiters.values(), key=lambda w: w.deadline_ns or 0):
                 if (w.granted_ns is None and w.deadline_ns is not None and w.deadline_ns <= now_ns
                         and not (w.io_check is not None and w.io_check())):
                     w.granted_ns = w.deadline_ns
                     self.grants += 1
+                    if on_woken is not None:
+                        on_woken(w.thread, w.deadline_ns)
+                    woken.append(w.thread)
                     w.on_wake(w.deadline_ns)
+        return woken
 
     def begin_wait(self, deadline_ns: int | None, io_check: Callable[[], bool] | None = None,
                    on_wake: Callable[[int], None] | None = None, label: str = "") -> int:

@@ -70,6 +70,7 @@ class Runtime:
             "virtual_now_ns": self.clock.now(),
             "host_cpu_ns": self.clock.host_ns(),
             "shim_cpu_ns": self.clock.shim_cpu_ns,
+            "gc_full_ns": self.clock.gc_full_ns,
             "ops": self.stats.ops,
             "cache_hits": self.stats.cache_hits,
             "signatures": self.stats.cache_misses,

@@ -438,7 +438,7 @@ def _dispatch(func, args, kwargs):
     finally:
         _TLS.depth = depth
         if depth == 0:
-            rt.clock.exclude(cpu_ns() - cpu0)
+            rt.clock.exclude_since(cpu0)
 
 
 def _run(func, info: FuncInfo, args, kwargs, rt, cpu0: int):
@@ -615,7 +615,7 @@ def _guarded(fn):
         finally:
             _TLS.depth = depth
             if depth == 0:
-                rt.clock.exclude(cpu_ns() - cpu0)
+                rt.clock.exclude_since(cpu0)
     return wrapper
 
 
@@ -818,7 +818,7 @@ def _factory(shape, stride, dtype, device) -> VTensor:
     finally:
         _TLS.depth = depth
         if depth == 0:
-            rt.clock.exclude(cpu_ns() - cpu0)
+            rt.clock.exclude_since(cpu0)
 
 
 def _empty_memory_format(size, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
@@ -882,5 +882,5 @@ def register_special(func, handler) -> None:
         finally:
             _TLS.depth = depth
             if depth == 0:
-                rt.clock.exclude(cpu_ns() - cpu0)
+                rt.clock.exclude_since(cpu0)
     _SPECIAL[func] = guarded

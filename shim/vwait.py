@@ -22,12 +22,23 @@ revati/shim/clock.py). The rule for the threads that share it:
   the clock nothing while another thread runs. When a running thread moves the clock past a
   waiting thread's deadline (a synchronisation that waits for the GPU, a granted wait, a
   message's stamp), that wait ends at its own deadline (``ProcessClock.after_jump`` ->
-  ``wake_due``): the sleeping thread does not wait for the busy one to block, as it would not
-  on a GPU box. (Without this, HF continuous batching admitted no request while a generation
-  step ran: the main job's requests after the first queued behind it, 2.8 s of 9.4.) The woken
-  thread continues at the clock's present, which is at most one synchronisation interval
-  past its deadline; a wait that data can end (I/O with a timeout) is left to its data when
-  the data is already there.
+  ``Waits._after_jump`` -> ``wake_due``): the sleeping thread does not wait for the busy one to
+  block, as it would not on a GPU box. (Without this, HF continuous batching admitted no request
+  while a generation step ran: the main job's requests after the first queued behind it, 2.8 s
+  of 9.4.)
+- **A woken thread runs at its deadline (its lag).** On the GPU box the woken thread ran while
+  the other one waited for the GPU, so it sees its own deadline, not the jump's end: until it
+  waits again its clock is its deadline plus its own thread CPU and charges, capped by the
+  shared clock (``ProcessClock.begin_lag``); a sleep that ends before the shared present ends at
+  once, still lagged (``lag_to``). The jumping thread *holds* (real time, no virtual time) until
+  the threads it woke wait again, so what they hand over (a request put on a queue) is there
+  when it goes on, as it would be on the box; their CPU meanwhile is excluded from the shared
+  clock (``exclude_nested``). A hold gives up after HOLD_MAX_S (a thread blocked on a plain lock
+  the holder owns) and stops holding for a thread after HOLD_MAX_MISSES such misses. Before the
+  lag, the woken thread read the shared clock when the OS ran it (up to a step late), and
+  whether its request made the next step depended on real-time scheduling: the main job's mean
+  TTFT spread 21% over 5 runs, now 8% (the rest is where arrivals fall within a step:
+  benchmarks/clock_repeatability.py prints that floor).
 - The timekeeper grants waits only to processes whose threads all wait (Note [Virtual time
   coordination]); the rule above covers the waits of a process that is still running.
 """
@@ -47,8 +58,16 @@ OVERSHOOT_FACTOR = 3.0
 SETTLE_SLICE_S = 0.0002
 MAX_SETTLE_SLICES = 100
 _allocate_lock = _thread.allocate_lock
+_get_ident = _thread.get_ident
 _real_monotonic = __import__("time").monotonic
 _real_sleep = __import__("time").sleep
+_cpu_ns = __import__("time").process_time_ns
+_thread_cpu_ns = __import__("time").thread_time_ns
+# A hold (Note [Threads in virtual time]) polls in slices this long, gives up after HOLD_MAX_S,
+# and stops holding for a thread it missed HOLD_MAX_MISSES times in a row.
+HOLD_SLICE_S = 0.0001
+HOLD_MAX_S = 0.1
+HOLD_MAX_MISSES = 3
 
 
 class _Settling:
@@ -109,9 +128,15 @@ class Waits:
         self._tls = threading.local()
         self._state_lock = _allocate_lock()
         self.waits = 0
-        wake_due = getattr(coordinator, "wake_due", None)
-        if wake_due is not None:  # Note [Threads in virtual time]
-            clock.after_jump = wake_due
+        # Note [Threads in virtual time]: threads woken by another thread's jump, by ident, at
+        # their deadlines, until they wait again; holds made for them; threads not held for
+        self._woken_at: dict[int, int] = {}
+        self.holds = 0
+        self.hold_timeouts = 0
+        self._hold_misses: dict[int, int] = {}
+        self._wake_due = getattr(coordinator, "wake_due", None)
+        if self._wake_due is not None:
+            clock.after_jump = self._after_jump
 
     # -- helpers ------------------------------------------------------------------------------
     def settle(self, real_s: float) -> None:
@@ -132,12 +157,66 @@ class Waits:
     def _after_wake(self, granted: int | None) -> None:
         # Woken by its deadline: the clock jumps there. Woken by data or by another thread: the
         # data's stamp moves the clock (Note [Causal stamps on channels]); the global virtual
-        # time is no bound for it -- it is some other process's granted deadline.
-        if granted is not None:
-            self.clock.advance_to(granted)
+        # time is no bound for it -- it is some other process's granted deadline. Woken by
+        # another thread's jump past the deadline: it runs from its deadline (its lag).
+        if granted is None:
+            return
+        if self._woken_at and self._woken_at.get(_get_ident()) == granted:
+            if self.clock.begin_lag(granted):
+                return
+        self.clock.advance_to(granted)
+
+    def _blocks(self) -> None:
+        """This thread is about to wait: a lag it ran on ends, and a hold for it is over."""
+        if self._woken_at:
+            self._woken_at.pop(_get_ident(), None)
+        self.clock.end_lag()
+
+    # -- Note [Threads in virtual time]: jumps, lags and holds ---------------------------------
+    def _after_jump(self, now_ns: int) -> None:
+        woken = self._wake_due(now_ns, self._note_woken)
+        if woken:
+            self._hold(woken)
+
+    def _note_woken(self, ident: int, deadline_ns: int) -> None:
+        if ident != _get_ident():
+            self._woken_at[ident] = deadline_ns
+
+    def _hold(self, idents: list[int]) -> None:
+        """This thread's jump woke ``idents``: let them run (at their deadlines) until they wait
+        again before this thread goes on, as the GPU box would have run them while this thread
+        waited for the GPU. Their CPU meanwhile is their own lagged time, not this clock's."""
+        me = _get_ident()
+        idents = [i for i in idents if i != me and self._hold_misses.get(i, 0) < HOLD_MAX_MISSES]
+        if not idents:
+            return
+        clock = self.clock
+        cpu0, own0, excl0 = _cpu_ns(), _thread_cpu_ns(), clock.excluded_ns()
+        start = _real_monotonic()
+        self.holds += 1
+        while True:
+            pending = [i for i in idents if i in self._woken_at]
+            if not pending:
+                break
+            if _real_monotonic() - start > HOLD_MAX_S:
+                # blocked on something that is not a virtual wait (a plain lock this thread
+                # holds?): go on, and after a few such misses stop holding for that thread
+                self.hold_timeouts += 1
+                for i in pending:
+                    self._hold_misses[i] = self._hold_misses.get(i, 0) + 1
+                break
+            _real_sleep(HOLD_SLICE_S)
+        for i in idents:
+            if i not in self._woken_at:
+                self._hold_misses.pop(i, None)
+        others = (_cpu_ns() - cpu0) - (_thread_cpu_ns() - own0) - (clock.excluded_ns() - excl0)
+        clock.exclude_nested(cpu0, others)
 
     # -- a pure timer wait (time.sleep) ----------------------------------------------------------
     def sleep_until(self, deadline_ns: int) -> None:
+        if self.clock.lagging() and self.clock.lag_to(deadline_ns):
+            return   # it ends before the shared clock's present: the thread runs on, still lagged
+        self._blocks()
         self.waits += 1
         granted = self.coord.sleep_until(deadline_ns, "sleep")
         self._after_wake(granted if granted is not None else deadline_ns)
@@ -155,8 +234,9 @@ class Waits:
         if ready or (timeout_s is not None and timeout_s <= 0):
             self.polled()
             return ready
-        self.waits += 1
         deadline = self.deadline(timeout_s)
+        self._blocks()
+        self.waits += 1
         rfds = [fd for fd, ev in fds_events if ev & (_select.POLLIN | _select.POLLPRI)]
         wfds = [fd for fd, ev in fds_events if ev & _select.POLLOUT]
         res = self.coord.wait_io(rfds, wfds, deadline, "io")
@@ -180,8 +260,9 @@ class Waits:
             if timeout is not None and timeout <= 0:
                 gotit = waiter.acquire(False)
                 return gotit
-            self.waits += 1
             deadline = self.deadline(timeout)
+            self._blocks()
+            self.waits += 1
 
             def on_wake(t: int) -> None:
                 with self._state_lock:
@@ -245,7 +326,9 @@ class Waits:
         lock = _allocate_lock()
         lock.acquire()
         joiners = thread.__dict__.setdefault("_revati_joiners", [])
-        token = self.coord.begin_wait(self.deadline(timeout), None, lambda t: _release(lock))
+        deadline = self.deadline(timeout)
+        self._blocks()
+        token = self.coord.begin_wait(deadline, None, lambda t: _release(lock))
         joiners.append((lock, token))
         # thread_finished sets the flag before it wakes the joiners it sees: a joiner that
         # registered too late to be seen sees the flag here instead.
@@ -271,6 +354,7 @@ class Waits:
         self._tls.raw = on
 
     def thread_finished(self, thread: threading.Thread) -> None:
+        self._blocks()
         thread.__dict__["_revati_done"] = True
         for lock, token in list(thread.__dict__.get("_revati_joiners", [])):
             self.coord.end_wait(token)

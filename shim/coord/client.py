@@ -402,18 +402,21 @@ class Coordinator:
                 raise w.error
             return w.granted
 
-    def wake_due(self, now_ns: int) -> None:
+    def wake_due(self, now_ns: int, on_woken: Callable[[int, int], None] | None = None) -> list[int]:
         """A running thread moved this process's clock to ``now_ns``: the other threads' waits
-        whose deadlines it passed end now, at their deadlines. See Note [Threads in virtual time]
-        in revati/shim/vwait.py."""
+        whose deadlines it passed end now, at their deadlines. ``on_woken(thread ident,
+        deadline)`` runs for each before it is woken. Returns the idents woken. See Note
+        [Threads in virtual time] in revati/shim/vwait.py."""
         if not self._waits:
-            return
+            return []
         with self._lock:
             due = sorted((w for w in self._waits.values()
                           if w.status == _WAITING and w.deadline is not None and w.deadline <= now_ns
                           and not (w.io_check is not None and self._ready(w))),
                          key=lambda w: (w.deadline, w.token))
             for w in due:
+                if on_woken is not None:
+                    on_woken(w.thread.ident, w.deadline)
                 self._leave(w, _WOKEN)
                 w.granted = w.deadline
                 if w.on_wake is None:   # the thread pumps the socket itself (_pump_until)
@@ -425,6 +428,7 @@ class Coordinator:
                     self._call_wake(w, w.deadline)
             if due:
                 self._sync()
+        return [w.thread.ident for w in due]
 
     def touch(self) -> None:
         """Any shim call: the process is visibly running (ends a stall-detected block)."""

@@ -70,7 +70,7 @@ def launch(fn: Any, args: tuple, kwargs: dict) -> None:
         rt.gpus.launch(cost[0], cost[1], rt.clock.now_at(cpu0))
         rt.clock.charge(rt.config.launch_overhead_ns)
     finally:
-        rt.clock.exclude(cpu_ns() - cpu0)
+        rt.clock.exclude_since(cpu0)
 
 
 def install(triton_module: Any) -> None:
