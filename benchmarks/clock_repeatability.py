@@ -104,7 +104,6 @@ def part_main_job(args) -> list[dict]:
 
 
 def part_tp(args) -> list[dict]:
-    sys.path.insert(0, str(ROOT))
     from revati.replay.predictor import load_predictor
 
     predicted_ms = load_predictor("h100").predict_ns(

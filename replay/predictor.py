@@ -40,12 +40,13 @@ FamilyModel = Callable[[Mapping[str, float], str], "float | None"]
 class PredictorStats:
     calls: int = 0
     cache_hits: int = 0
-    fallbacks: Counter = field(default_factory=Counter)   # family -> uncached fallback lookups
+    fallbacks: Counter = field(default_factory=Counter)   # family -> shapes the roofline answered
     modelled: Counter = field(default_factory=Counter)    # family -> uncached model lookups
     answered: Counter = field(default_factory=Counter)    # rung of the ladder -> uncached answers
 
     @property
     def fallback_count(self) -> int:
+        """Distinct shapes the roofline answered (launches of them: VirtualGPUs.fallback_launches)."""
         return sum(self.fallbacks.values())
 
     def line(self) -> str:
@@ -85,20 +86,24 @@ class Predictor:
         self.kernel_stack = kernel_stack
         self.engine = engine
         self.stats = PredictorStats()
-        self._cache: dict[tuple, float] = {}
+        self._cache: dict[tuple, tuple[float, bool]] = {}   # shape -> (ns, roofline fallback)
         self._orders: dict[tuple[str, str], list[str]] = {}
         self.models_dir = None  # where load_predictor found the models, if it did
 
     def predict_ns(self, op: str, params: Mapping[str, float], dtype: str = "bf16") -> float:
+        return self.predict_ns_fallback(op, params, dtype)[0]
+
+    def predict_ns_fallback(self, op: str, params: Mapping[str, float], dtype: str = "bf16") -> tuple[float, bool]:
+        """(ns, whether the roofline fallback answered), cached per shape."""
         self.stats.calls += 1
         key = (op, tuple(sorted(params.items())), dtype)
         hit = self._cache.get(key)
         if hit is not None:
             self.stats.cache_hits += 1
             return hit
-        value = self._answer(op, params, vocab.canonical_dtype(dtype))[0]
-        self._cache[key] = value
-        return value
+        value, rung, _ = self._answer(op, params, vocab.canonical_dtype(dtype))
+        got = self._cache[key] = (value, rung == ROOFLINE)
+        return got
 
     def set_stack_order(self, op: str, dtype: str, order: list[str]) -> None:
         """Ask the measured rungs for ``op`` these stacks only, in this order (evaluations)."""
@@ -160,10 +165,10 @@ class Predictor:
         hit = self._cache.get(key)
         if hit is not None:
             self.stats.cache_hits += 1
-            return hit
+            return hit[0]
         self.stats.fallbacks[label] += 1
         value = roofline.generic_ns(self.spec, bytes_moved, flops, dtype, self.roofline_params)
-        self._cache[key] = value
+        self._cache[key] = (value, True)
         return value
 
 

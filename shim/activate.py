@@ -86,6 +86,9 @@ def _at_exit() -> None:
         from revati.parquet_io import atomic_write_bytes
 
         summary = rt.summary()
+        from revati.shim import patching
+
+        summary["explain"] = patching.explain()   # Note [Patch registry]
         summary["dispatch"] = rt.stats.line()
         summary["predictor"] = rt.predictor.stats.line()
         path = Path(rt.config.stats_dir) / f"process-{os.getpid()}.json"

@@ -29,8 +29,8 @@ import torch
 
 from revati.shim import runtime as _runtime_mod
 from revati.shim import vtensor
-from revati.shim.clock import cpu_ns
 from revati.shim.vtensor import VTensor
+from revati.shim.patching import patch
 
 _REQUESTED_BACKEND: dict[str, str] = {}
 _SEQ: dict[str, int] = defaultdict(int)
@@ -147,12 +147,9 @@ def _guard(fn):
     """Exclude revati's own CPU time; the rendezvous itself is a wait and costs no CPU."""
     def wrapper(func, args, kwargs):
         rt = _runtime_mod.get()
-        cpu0 = cpu_ns()
-        try:
+        with vtensor.ShimCall(rt):
             rt.stats.ops += 1
             return fn(func, args, kwargs)
-        finally:
-            rt.clock.exclude_since(cpu0)
     return wrapper
 
 
@@ -312,16 +309,13 @@ def _host_rendezvous(group_obj, payload: Any) -> list:
     # The bookkeeping and the wait (this thread reads the timekeeper's answer itself) are
     # revati's CPU, not the program's: counted, the rank that arrived first resumed later than
     # the others by however long it polled (0.4 ms of a TP=2 barrier, varying run to run).
-    cpu0 = cpu_ns()
-    try:
+    with vtensor.ShimCall(rt):
         group_obj = group_obj or dist.group.WORLD
         name = f"pg:{dist.distributed_c10d._get_process_group_name(group_obj)}:host"
         rank, world = dist.get_rank(group_obj), dist.get_world_size(group_obj)
         res = _coordinator().collective(name, _next_seq(name), rank, world, arrival,
                                         HOST_COLLECTIVE_LATENCY_NS if world > 1 else 0, payload)
         completion, payloads = (res.completion_ns, res.payloads) if hasattr(res, "completion_ns") else res
-    finally:
-        rt.clock.exclude_since(cpu0)
     rt.clock.advance_to(completion)
     return list(payloads)
 
@@ -392,18 +386,18 @@ def install() -> None:
         payloads = _host_rendezvous(group, _dumps(scatter_object_input_list) if rank == src else None)
         scatter_object_output_list[0] = pickle.loads(payloads[src])[rank]
 
-    dist.init_process_group = init_process_group
-    dist.new_group = new_group
-    dist.get_backend = get_backend
-    dist.is_nccl_available = lambda: True
-    dist.barrier = barrier
-    dist.broadcast_object_list = broadcast_object_list
-    dist.all_gather_object = all_gather_object
-    dist.gather_object = gather_object
-    dist.scatter_object_list = scatter_object_list
+    patch(dist, "init_process_group", init_process_group)
+    patch(dist, "new_group", new_group)
+    patch(dist, "get_backend", get_backend)
+    patch(dist, "is_nccl_available", lambda: True)
+    patch(dist, "barrier", barrier)
+    patch(dist, "broadcast_object_list", broadcast_object_list)
+    patch(dist, "all_gather_object", all_gather_object)
+    patch(dist, "gather_object", gather_object)
+    patch(dist, "scatter_object_list", scatter_object_list)
     for name in ("init_process_group", "new_group", "get_backend", "barrier", "broadcast_object_list",
                  "all_gather_object", "gather_object", "scatter_object_list"):
-        setattr(dist.distributed_c10d, name, getattr(dist, name))
+        patch(dist.distributed_c10d, name, getattr(dist, name))
 
 
 def _work_py():

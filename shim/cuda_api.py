@@ -17,6 +17,7 @@ import torch
 
 from revati.shim.device import GraphCapture
 from revati.shim.runtime import Runtime
+from revati.shim.patching import patch
 
 _RT: Runtime | None = None
 CUDA_TYPE = 1  # c10::DeviceType::CUDA
@@ -441,10 +442,10 @@ def install(rt: Runtime, guard_lib) -> None:
         "clock_rate": lambda device=None: spec.sm_clock_max_mhz,
     }
     for name, value in patches.items():
-        setattr(c, name, value)
-    c.graphs.CUDAGraph = CUDAGraph
-    c.graphs.graph_pool_handle = graph_pool_handle
-    c.graphs.is_current_stream_capturing = patches["is_current_stream_capturing"]
+        patch(c, name, value)
+    patch(c.graphs, "CUDAGraph", CUDAGraph)
+    patch(c.graphs, "graph_pool_handle", graph_pool_handle)
+    patch(c.graphs, "is_current_stream_capturing", patches["is_current_stream_capturing"])
     for sub in ("memory",):
         mod = getattr(c, sub, None)
         if mod is not None:
@@ -452,31 +453,31 @@ def install(rt: Runtime, guard_lib) -> None:
                          "max_memory_reserved", "memory_stats", "empty_cache", "reset_peak_memory_stats",
                          "memory_summary", "MemPool", "use_mem_pool"):
                 if hasattr(mod, name):
-                    setattr(mod, name, patches[name])
-    c.streams.Stream = Stream
-    c.streams.Event = Event
-    c.random.get_rng_state = patches["get_rng_state"]
-    c.random.set_rng_state = patches["set_rng_state"]
+                    patch(mod, name, patches[name])
+    patch(c.streams, "Stream", Stream)
+    patch(c.streams, "Event", Event)
+    patch(c.random, "get_rng_state", patches["get_rng_state"])
+    patch(c.random, "set_rng_state", patches["set_rng_state"])
 
     nvtx = c.nvtx
-    nvtx.range_push = lambda msg: 0
-    nvtx.range_pop = lambda: 0
-    nvtx.mark = lambda msg: None
-    nvtx.range_start = lambda msg: 0
-    nvtx.range_end = lambda range_id: None
+    patch(nvtx, "range_push", lambda msg: 0)
+    patch(nvtx, "range_pop", lambda: 0)
+    patch(nvtx, "mark", lambda msg: None)
+    patch(nvtx, "range_start", lambda msg: 0)
+    patch(nvtx, "range_end", lambda range_id: None)
 
     @contextlib.contextmanager
     def _nvtx_range(msg, *args, **kwargs):
         yield
 
-    nvtx.range = _nvtx_range
+    patch(nvtx, "range", _nvtx_range)
 
     # CUDA-only C entry points that stock torch.cuda Python code calls (graph capture, ...)
     for name in ("_host_emptyCache", "_cuda_clearCublasWorkspaces"):
         if not hasattr(torch._C, name):
-            setattr(torch._C, name, lambda *a, **k: None)
-    torch.backends.cuda.is_built = lambda: True
-    torch.backends.cudnn.is_available = lambda: True
+            patch(torch._C, name, lambda *a, **k: None)
+    patch(torch.backends.cuda, "is_built", lambda: True)
+    patch(torch.backends.cudnn, "is_available", lambda: True)
 
     _install_accelerator(rt, n)
     _install_tensor_methods()
@@ -491,8 +492,8 @@ def _install_accelerator(rt: Runtime, n: int) -> None:
         # With no device torch asks the C++ accelerator registry, which a CPU build says is the CPU.
         return torch.cuda if device is None else real_get_device_module(device)
 
-    torch.get_device_module = get_device_module
-    torch._C._get_accelerator = lambda: cuda
+    patch(torch, "get_device_module", get_device_module)
+    patch(torch._C, "_get_accelerator", lambda: cuda)
 
     def _memory_info(device_index=None):
         return mem_get_info(device_index)
@@ -522,9 +523,9 @@ def _install_accelerator(rt: Runtime, n: int) -> None:
     }
     for name, value in patches.items():
         if hasattr(acc, name):
-            setattr(acc, name, value)
+            patch(acc, name, value)
         if hasattr(acc, "memory") and hasattr(acc.memory, name):
-            setattr(acc.memory, name, value)
+            patch(acc.memory, name, value)
 
     class _device_index:
         def __init__(self, device, /):
@@ -537,7 +538,7 @@ def _install_accelerator(rt: Runtime, n: int) -> None:
             return self.ctx.__exit__(*exc)
 
     if hasattr(acc, "device_index"):
-        acc.device_index = _device_index
+        patch(acc, "device_index", _device_index)
 
 
 # Host tensor factories that accept pin_memory=True (a CPU build has no pinned allocator).
@@ -558,8 +559,8 @@ def _unpinned(fn):
 
 def _install_tensor_methods() -> None:
     # Pinned host memory needs a driver; pageable host tensors behave the same for emulation.
-    torch.Tensor.pin_memory = lambda self, device=None: self  # type: ignore[assignment]
-    torch.Tensor.is_pinned = lambda self, device=None: False  # type: ignore[assignment]
+    patch(torch.Tensor, "pin_memory", lambda self, device=None: self)
+    patch(torch.Tensor, "is_pinned", lambda self, device=None: False)
     # torch.device("cuda") as a context manager recognises factories by identity: let it
     # remember the real ones before they are wrapped.
     from torch.utils._device import _device_constructors
@@ -568,4 +569,4 @@ def _install_tensor_methods() -> None:
     for name in PINNABLE_FACTORIES:
         fn = getattr(torch, name, None)
         if fn is not None and not hasattr(fn, "__wrapped__"):
-            setattr(torch, name, _unpinned(fn))
+            patch(torch, name, _unpinned(fn))

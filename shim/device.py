@@ -27,6 +27,7 @@ class GraphCapture:
     device: int
     stream: int
     kernels: list[tuple[int, str]] = field(default_factory=list)  # (duration_ns, name)
+    fallback_kernels: int = 0     # of them, timed by the roofline fallback
 
     @property
     def total_ns(self) -> int:
@@ -49,6 +50,9 @@ class VirtualGPUs:
         self._lock = threading.Lock()
         self._next_stream = 1
         self.kernels_launched = 0
+        # kernels timed by the roofline fallback, counted per launch (graph replays included):
+        # how much of the run's GPU time rests on the weakest rung of the prediction ladder
+        self.fallback_launches = 0
         self.kernel_ns_total = 0          # predicted kernel time launched (graphs included)
         self.collective_ns_total = 0      # predicted collective time (virtual collectives)
         self.graph_replays = 0
@@ -94,11 +98,13 @@ class VirtualGPUs:
         return getattr(self._tls, "capture", None)
 
     def launch(self, duration_ns: int, name: str, host_now: int, device: int | None = None,
-               stream: int | None = None) -> int:
-        """Queue a kernel; returns its virtual end time (or -1 while capturing a graph)."""
+               stream: int | None = None, fallback: bool = False) -> int:
+        """Queue a kernel; returns its virtual end time (or -1 while capturing a graph).
+        ``fallback``: its duration came from the roofline fallback (counted)."""
         cap = getattr(self._tls, "capture", None)
         if cap is not None:
             cap.kernels.append((duration_ns, name))
+            cap.fallback_kernels += fallback
             return -1
         dev = self.current_device() if device is None else device
         sid = self._streams().get(dev, 0) if stream is None else stream
@@ -107,6 +113,7 @@ class VirtualGPUs:
         end = start + duration_ns
         ready[sid] = end
         self.kernels_launched += 1
+        self.fallback_launches += fallback
         self.kernel_ns_total += duration_ns
         if self.timeline.enabled:
             self.timeline.kernel(dev, sid, name, start, duration_ns)
@@ -148,6 +155,7 @@ class VirtualGPUs:
 
     def replay(self, cap: GraphCapture, host_now: int) -> int:
         self.graph_replays += 1
+        self.fallback_launches += cap.fallback_kernels
         self.clock.charge(self.config.graph_launch_overhead_ns)
         dev = self.current_device()
         sid = self._streams().get(dev, 0)

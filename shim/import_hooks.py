@@ -51,11 +51,23 @@ class _Loader(importlib.abc.Loader):
 _FINDER = _Finder()
 
 
-def on_import(name: str, callback: Callable) -> None:
+def on_import(name: str, callback: Callable, engine: str | None = None) -> None:
+    """Run ``callback(module)`` once module ``name`` is imported (now, if it is). Recorded in the
+    patch registry with whether it fired; ``engine``: the engine the module belongs to, whose
+    import makes a hook that never fired a warning (Note [Patch registry])."""
+    from revati.shim import patching
+
+    hook = patching.record_hook(name, getattr(callback, "__qualname__", repr(callback)),
+                                sys._getframe(1).f_globals.get("__name__", "?"), engine)
+
+    def run(module, _callback=callback):
+        hook.fired = True
+        _callback(module)
+
     mod = sys.modules.get(name)
     if mod is not None:
-        callback(mod)
+        run(mod)
         return
-    _CALLBACKS.setdefault(name, []).append(callback)
+    _CALLBACKS.setdefault(name, []).append(run)
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)

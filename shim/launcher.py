@@ -14,12 +14,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from revati.errors import EmulationError
 from revati.inject import injection_env
 from revati.lifetime import termination_signals, tie_to_parent
 from revati.shim.config import EmulationConfig
@@ -47,6 +49,12 @@ class EmulationResult:
         host = sum(p.get("host_cpu_ns", 0) for p in self.processes)
         return min(1.0, host / virtual) if virtual > 0 else None
 
+    def hooks_not_fired(self) -> list[str]:
+        """Engine import hooks that fired in no process (Note [Patch registry])."""
+        from revati.shim.patching import hooks_not_fired_in_run
+
+        return hooks_not_fired_in_run([p["explain"] for p in self.processes if "explain" in p])
+
     @property
     def fallback_op_count(self) -> int:
         return sum(p.get("fallback_op_count", 0) for p in self.processes)
@@ -65,6 +73,21 @@ def emulation_env(cfg: EmulationConfig, base_env: dict[str, str] | None = None) 
 
 
 DEADLOCK_EXIT = 3  # the timekeeper's exit status after a deadlock
+
+
+def explain_patches(cfg: EmulationConfig, timeout_s: float = 300.0) -> dict:
+    """What activation patches in an emulated Python process and which import hooks it
+    registers (Note [Patch registry]): one throwaway interpreter, activated as the program's
+    would be. Which hooks fire depends on what the program imports: a run's processes report
+    that (their summaries' ``explain``)."""
+    probe = ("import json; from revati.shim import patching, runtime; "
+             "assert runtime.active(), 'not activated'; print('EXPLAIN ' + json.dumps(patching.explain()))")
+    proc = subprocess.run([sys.executable, "-c", probe], env=emulation_env(cfg), capture_output=True,
+                          text=True, timeout=timeout_s)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("EXPLAIN ")]
+    if proc.returncode != 0 or not lines:
+        raise EmulationError(f"activating an emulated interpreter failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1][len("EXPLAIN "):])
 
 
 def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,

@@ -30,6 +30,7 @@ import struct
 import weakref
 
 from revati.shim.vwait import _REAL_SELECT
+from revati.shim.patching import patch
 
 EMU_DIR_ENV = "REVATI_EMU_DIR"
 _HDR = struct.Struct("<4sIq")
@@ -221,7 +222,7 @@ def install(clock, waits) -> None:
 
     for name, fn in (("bind", bind), ("connect", connect), ("connect_ex", connect_ex), ("send", send),
                      ("sendall", sendall), ("recv", recv), ("recv_into", recv_into)):
-        setattr(base, name, fn)
+        patch(base, name, fn)
 
 
 def _select_readable(sock) -> bool:

@@ -6,7 +6,7 @@ Called once per op signature (the dispatch cache keeps the answer), so it may be
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 
@@ -29,6 +29,14 @@ def dtype_name(dtype: torch.dtype | None) -> str | None:
     return _DTYPE_NAMES.get(dtype, str(dtype).replace("torch.", ""))
 
 
+class OpCost(NamedTuple):
+    """What one op's kernels cost: their total predicted time, their names, and whether any of
+    them was timed by the roofline fallback (counted per launch: VirtualGPUs.fallback_launches)."""
+    duration_ns: int
+    label: str
+    fallback: bool
+
+
 class OpCoster:
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
@@ -37,21 +45,25 @@ class OpCoster:
 
     def cost(self, op_name: str, in_shapes: Sequence[tuple[int, ...] | None],
              in_dtypes: Sequence[torch.dtype | None], out_shapes: Sequence[tuple[int, ...] | None] = (),
-             attrs: Mapping[str, Any] | None = None) -> tuple[int, str] | None:
-        """(duration_ns, label) of the kernels the op launches, or None if it launches none."""
+             attrs: Mapping[str, Any] | None = None) -> OpCost | None:
+        """What the kernels the op launches cost, or None if it launches none."""
         mapped = map_op(op_name, in_shapes, [dtype_name(d) for d in in_dtypes], attrs, out_shapes)
         if not mapped:
             return None
         total = 0.0
         labels = []
+        fallback = False
         for m in mapped:
             if isinstance(m, VocabOp):
-                total += self.predictor.predict_ns(m.op, m.params_dict, m.dtype)
+                ns, fb = self.predictor.predict_ns_fallback(m.op, m.params_dict, m.dtype)
+                total += ns
+                fallback = fallback or fb
                 labels.append(m.op)
             elif isinstance(m, GenericOp):
                 total += self.predictor.generic_ns(m.bytes_moved, m.flops, m.dtype, label=m.label)
+                fallback = True
                 labels.append(m.label)
                 self.unmapped[m.label] += 1
         label = "+".join(labels)
         self.by_label[label] += 1
-        return int(round(total)), label
+        return OpCost(int(round(total)), label, fallback)

@@ -241,7 +241,7 @@ def _func_info(func) -> FuncInfo:
 # -- the output-metadata cache --------------------------------------------------------------
 
 class Entry:
-    __slots__ = ("outs", "kind", "seq_type", "cost_ns", "label", "small", "resizes", "valueless_work")
+    __slots__ = ("outs", "kind", "seq_type", "cost_ns", "label", "fallback", "small", "resizes", "valueless_work")
 
     def __init__(self):
         self.outs: list[tuple] = []
@@ -249,6 +249,7 @@ class Entry:
         self.seq_type = tuple
         self.cost_ns: int | None = None
         self.label = ""
+        self.fallback = False
         self.small = True
         self.resizes = False
         # With value-less inputs, is there anything to do for values? (in-place targets lose
@@ -403,7 +404,7 @@ def _build_entry(func, info: FuncInfo, args, kwargs, key, rt) -> Entry:
     out_shapes = [tuple(o.shape) for o in outs]
     cost = rt.coster.cost(info.name, in_shapes, in_dtypes, out_shapes)
     if cost is not None:
-        entry.cost_ns, entry.label = cost
+        entry.cost_ns, entry.label, entry.fallback = cost
     del flat_in
     if key is not None:
         _CACHE[key] = entry
@@ -418,6 +419,29 @@ def _ref(args, kwargs, alias):
 
 
 # -- dispatch ---------------------------------------------------------------------------------
+
+class ShimCall:
+    """``with ShimCall(rt):`` -- the CPU time of the outermost shim call on this thread is
+    revati's, not the program's (Note [Virtual host clock]): excluded from the host clock when
+    it ends. ``_dispatch``, the per-op hot path, does the same inline."""
+
+    __slots__ = ("rt", "depth", "cpu0")
+
+    def __init__(self, rt):
+        self.rt = rt
+
+    def __enter__(self):
+        self.depth = depth = getattr(_TLS, "depth", 0)
+        self.cpu0 = cpu_ns()
+        _TLS.depth = depth + 1
+        return self
+
+    def __exit__(self, *exc):
+        _TLS.depth = self.depth
+        if self.depth == 0:
+            self.rt.clock.exclude_since(self.cpu0)
+        return False
+
 
 def _dispatch(func, args, kwargs):
     special = _SPECIAL.get(func)
@@ -481,7 +505,7 @@ def _run(func, info: FuncInfo, args, kwargs, rt, cpu0: int):
     # time
     if entry.cost_ns is not None:
         gpus = rt.gpus
-        gpus.launch(entry.cost_ns, entry.label or info.name, rt.clock.now_at(cpu0), dev)
+        gpus.launch(entry.cost_ns, entry.label or info.name, rt.clock.now_at(cpu0), dev, fallback=entry.fallback)
         rt.clock.charge(rt.config.launch_overhead_ns)
     return out
 
@@ -606,16 +630,9 @@ def _guarded(fn):
     """Run a special handler with its CPU time excluded from the host clock."""
     def wrapper(func, args, kwargs):
         rt = _runtime_mod._RUNTIME
-        depth = getattr(_TLS, "depth", 0)
-        cpu0 = cpu_ns()
-        _TLS.depth = depth + 1
-        try:
+        with ShimCall(rt):
             rt.stats.ops += 1
             return fn(func, args, kwargs, rt)
-        finally:
-            _TLS.depth = depth
-            if depth == 0:
-                rt.clock.exclude_since(cpu0)
     return wrapper
 
 
@@ -724,7 +741,7 @@ def _data_dependent(func, args, kwargs, rt):
                    **tree_map(_cpu_of, kwargs))
     nbytes = sum(t.numel() * t.element_size() for t in vts)
     cost = rt.predictor.generic_ns(nbytes, 0.0, "int64", label=func.name())
-    rt.gpus.launch(int(cost), func.name(), rt.clock.now(), dev)
+    rt.gpus.launch(int(cost), func.name(), rt.clock.now(), dev, fallback=True)
     rt.clock.charge(rt.config.launch_overhead_ns)
 
     def wrap(r):
@@ -803,10 +820,7 @@ def _first_use() -> None:
 
 def _factory(shape, stride, dtype, device) -> VTensor:
     rt = _runtime_mod._RUNTIME
-    depth = getattr(_TLS, "depth", 0)
-    cpu0 = cpu_ns()
-    _TLS.depth = depth + 1
-    try:
+    with ShimCall(rt):
         if not _FIRST_USE_DONE:
             _first_use()
         rt.stats.ops += 1
@@ -815,10 +829,6 @@ def _factory(shape, stride, dtype, device) -> VTensor:
         if not dtype.is_floating_point and not dtype.is_complex and _numel(shape) <= rt.config.value_max_elements:
             t._v = torch.zeros(shape, dtype=dtype)  # small index buffers carry values from birth
         return t
-    finally:
-        _TLS.depth = depth
-        if depth == 0:
-            rt.clock.exclude_since(cpu0)
 
 
 def _empty_memory_format(size, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
@@ -873,14 +883,7 @@ def register_special(func, handler) -> None:
     """
     def guarded(f, args, kwargs):
         rt = _runtime_mod._RUNTIME
-        depth = getattr(_TLS, "depth", 0)
-        cpu0 = cpu_ns()
-        _TLS.depth = depth + 1
-        try:
+        with ShimCall(rt):
             rt.stats.ops += 1
             return handler(f, args, kwargs)
-        finally:
-            _TLS.depth = depth
-            if depth == 0:
-                rt.clock.exclude_since(cpu0)
     _SPECIAL[func] = guarded

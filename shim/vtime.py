@@ -29,11 +29,11 @@ import time
 import types
 from typing import Any
 
-from revati.shim import import_hooks
+from revati.shim import import_hooks, real
 from revati.shim.vwait import Waits, virtual_select_select, virtual_selector_select
+from revati.shim.patching import patch
 
-REAL = {name: getattr(time, name) for name in (
-    "time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns", "sleep")}
+REAL = real.TIME
 
 EPOCH_ENV = "REVATI_EPOCH_NS"
 MONO_ENV = "REVATI_MONO_BASE_NS"
@@ -131,7 +131,7 @@ def install(rt, coordinator) -> Waits:
         fn.__name__ = name
         fn.__qualname__ = name
         fn.__module__ = "time"
-        setattr(time, name, fn)
+        patch(time, name, fn)
     _rebind_early(virtual)
     _install_datetime()
     _install_threading(waits, coordinator)
@@ -191,16 +191,16 @@ def _install_datetime() -> None:
         cls.__module__ = "datetime"
         cls.__qualname__ = name
         cls.__name__ = name
-    _datetime.datetime = datetime  # type: ignore[misc]
-    _datetime.date = date  # type: ignore[misc]
+    patch(_datetime, "datetime", datetime)
+    patch(_datetime, "date", date)
 
 
 def _install_threading(waits: Waits, coordinator) -> None:
     cond = threading.Condition
-    cond.wait = lambda self, timeout=None: waits.condition_wait(self, timeout)  # type: ignore[method-assign]
-    cond.notify = lambda self, n=1: waits.condition_notify(self, n)  # type: ignore[method-assign]
+    patch(cond, "wait", lambda self, timeout=None: waits.condition_wait(self, timeout))
+    patch(cond, "notify", lambda self, n=1: waits.condition_notify(self, n))
     real_join = threading.Thread.join
-    threading.Thread.join = lambda self, timeout=None: waits.join(self, timeout, real_join)  # type: ignore[method-assign]
+    patch(threading.Thread, "join", lambda self, timeout=None: waits.join(self, timeout, real_join))
 
     real_bootstrap = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
     real_start = threading.Thread.start
@@ -231,13 +231,13 @@ def _install_threading(waits: Waits, coordinator) -> None:
             waits.thread_finished(self)
             coordinator.unregister_thread()
 
-    threading.Thread._bootstrap_inner = _bootstrap_inner  # type: ignore[attr-defined]
-    threading.Thread.start = start  # type: ignore[method-assign]
+    patch(threading.Thread, "_bootstrap_inner", _bootstrap_inner)
+    patch(threading.Thread, "start", start)
     # Idle concurrent.futures workers block in SimpleQueue.get, on a C lock that no patch
     # reaches: the process would look RUNNING until a stall check found it asleep (~0.15 s of
     # real time per wake-up of an asyncio server). The pure-Python twin waits on a Semaphore,
     # i.e. on a coordinated Condition.
-    queue.SimpleQueue = queue._PySimpleQueue  # type: ignore[attr-defined, misc]
+    patch(queue, "SimpleQueue", queue._PySimpleQueue)
 
 
 def _install_selectors(waits: Waits) -> None:
@@ -245,10 +245,10 @@ def _install_selectors(waits: Waits) -> None:
         cls = getattr(selectors, name, None)
         if cls is None or getattr(cls.select, "__revati__", False):
             continue
-        cls.select = virtual_selector_select(waits, cls.select)
+        patch(cls, "select", virtual_selector_select(waits, cls.select))
     import select as _select
 
-    _select.select = virtual_select_select(waits)
+    patch(_select, "select", virtual_select_select(waits))
 
 
 def _install_multiprocessing(waits: Waits) -> None:
@@ -289,8 +289,8 @@ def _install_multiprocessing(waits: Waits) -> None:
             data.seek(0)
             return data
 
-        cls._send_bytes = _send_bytes
-        cls._recv_bytes = _recv_bytes
+        patch(cls, "_send_bytes", _send_bytes)
+        patch(cls, "_recv_bytes", _recv_bytes)
 
 
 def _install_child_announcement(coordinator) -> None:
@@ -340,14 +340,14 @@ def _install_child_announcement(coordinator) -> None:
             coordinator.child_started(ticket, pid)
         return pid
 
-    _posixsubprocess.fork_exec = fork_exec
+    patch(_posixsubprocess, "fork_exec", fork_exec)
     # subprocess binds fork_exec when it is imported (3.11: ``from _posixsubprocess import
     # fork_exec as _fork_exec``), usually before the shim runs: without this, children started
     # with subprocess (torchrun's workers, helper scripts) were never announced.
     import subprocess
 
     if getattr(subprocess, "_fork_exec", None) is real_fork_exec:
-        subprocess._fork_exec = fork_exec
+        patch(subprocess, "_fork_exec", fork_exec)
 
 
 def _is_emulated_python(args, executable_list, env_list) -> bool:
@@ -360,11 +360,11 @@ def _is_emulated_python(args, executable_list, env_list) -> bool:
 def _neutralise_uvloop(mod) -> None:
     import asyncio
 
-    mod.new_event_loop = asyncio.new_event_loop
-    mod.install = lambda: None
-    mod.EventLoopPolicy = asyncio.DefaultEventLoopPolicy
-    mod.Loop = asyncio.SelectorEventLoop
-    mod.run = lambda main, *, debug=None, **kw: asyncio.run(main, debug=debug)
+    patch(mod, "new_event_loop", asyncio.new_event_loop)
+    patch(mod, "install", lambda: None)
+    patch(mod, "EventLoopPolicy", asyncio.DefaultEventLoopPolicy)
+    patch(mod, "Loop", asyncio.SelectorEventLoop)
+    patch(mod, "run", lambda main, *, debug=None, **kw: asyncio.run(main, debug=debug))
 
 
 def _install_fork_handling(rt, coordinator) -> None:

@@ -45,24 +45,25 @@ revati/shim/clock.py). The rule for the threads that share it:
 
 from __future__ import annotations
 
-import _thread
 import select as _select
 import selectors
 import threading
 from typing import Any, Callable
 
-_REAL_SELECT = _select.select
+from revati.shim import real
+
+_REAL_SELECT = real.select_select
 # Settling on an overloaded machine (see _Settling._settle): a sleep that takes this many times
 # longer than asked means other threads ran first; short sleeps, at most this many.
 OVERSHOOT_FACTOR = 3.0
 SETTLE_SLICE_S = 0.0002
 MAX_SETTLE_SLICES = 100
-_allocate_lock = _thread.allocate_lock
-_get_ident = _thread.get_ident
-_real_monotonic = __import__("time").monotonic
-_real_sleep = __import__("time").sleep
-_cpu_ns = __import__("time").process_time_ns
-_thread_cpu_ns = __import__("time").thread_time_ns
+_allocate_lock = real.allocate_lock
+_get_ident = real.get_ident
+_real_monotonic = real.monotonic
+_real_sleep = real.sleep
+_cpu_ns = real.process_time_ns
+_thread_cpu_ns = real.thread_time_ns
 # A hold (Note [Threads in virtual time]) polls in slices this long, gives up after HOLD_MAX_S,
 # and stops holding for a thread it missed HOLD_MAX_MISSES times in a row.
 HOLD_SLICE_S = 0.0001

@@ -120,6 +120,13 @@ def test_batch_from_scheduler_output_counts_cached_and_new_tokens():
     assert batch_from_scheduler_output(SimpleNamespace(num_scheduled_tokens={})) is None
 
 
+def test_a_scheduler_output_without_a_field_revati_reads_fails_by_name():
+    # a vLLM release that renamed a field used to time every step's attention as an empty batch
+    so = SimpleNamespace(num_scheduled_tokens={"a": 1}, scheduled_cached_reqs=None)
+    with pytest.raises(UnsupportedEngine, match="scheduled_new_reqs"):
+        batch_from_scheduler_output(so)
+
+
 def test_batch_from_metadata_uses_values_else_maxima():
     md = SimpleNamespace(query_start_loc=torch.tensor([0, 5, 6, 8], dtype=torch.int32),
                          seq_lens=torch.tensor([5, 40, 9], dtype=torch.int32), max_query_len=5, max_seq_len=40)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -62,8 +64,10 @@ def _model_dir(tmp_root: Path, name: str, **overrides) -> Path:
 
 
 class Run:
-    def __init__(self, proc: subprocess.CompletedProcess):
+    def __init__(self, proc: subprocess.CompletedProcess, stats_dir: Path):
         self.returncode = proc.returncode
+        # what each process patched and which import hooks fired (Note [Patch registry])
+        self.explained = [json.loads(f.read_text()).get("explain", {}) for f in sorted(stats_dir.glob("process-*.json"))]
         self.log = proc.stdout + proc.stderr
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         self.result = json.loads(lines[-1][len("RESULT "):]) if lines else None
@@ -73,12 +77,17 @@ class Run:
 
 def emulate(model: Path, gpu: str, *args: str, host_cpu: bool = True, num_gpus: int = 1,
             timeout: int = 600) -> Run:
-    cmd = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", gpu, "--num-gpus", str(num_gpus)]
+    stats_dir = Path(tempfile.mkdtemp(prefix="revati-vllm-test-"))
+    cmd = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", gpu, "--num-gpus", str(num_gpus),
+           "--stats-dir", str(stats_dir)]
     if not host_cpu:
         cmd.append("--no-host-cpu")
     cmd += ["--", VLLM_PYTHON, str(PROGRAM), str(model), *args]
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}
-    return Run(subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO))
+    try:
+        return Run(subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO), stats_dir)
+    finally:
+        shutil.rmtree(stats_dir, ignore_errors=True)
 
 
 def _ok(run: Run) -> dict:
@@ -109,6 +118,19 @@ def test_offline_generate_gives_exactly_max_tokens_on_the_cuda_path(tiny_runs):
     # vLLM chose its CUDA platform and Hopper's attention, as on a real H100
     assert "Using FlashAttention version 3" in run.log
     assert "Using FLASH_ATTN attention backend" in run.log
+
+
+def test_every_vllm_import_hook_fired(tiny_runs):
+    # a vLLM release that moves a module revati hooks would otherwise run mistimed, silently
+    from revati.shim.patching import hooks_not_fired_in_run
+
+    run = tiny_runs["h100_sxm"]
+    _ok(run)
+    hooks = [h for ex in run.explained for h in ex.get("hooks", []) if h["engine"] == "vllm"]
+    assert len({h["module"] for h in hooks}) >= 8, hooks
+    assert hooks_not_fired_in_run(run.explained) == []
+    patched = {name for ex in run.explained for names in ex.get("patches", {}).values() for name in names}
+    assert "time.monotonic" in patched and any(n.startswith("torch.cuda.") for n in patched), sorted(patched)[:20]
 
 
 def test_kv_cache_capacity_follows_gpu_memory(tiny_runs):

@@ -9,7 +9,8 @@ Layout: the header keys ``vllm bench serve`` writes (``date``, ``endpoint_type``
   ``revati emulate``; equal to ``duration``);
 - ``wall_duration_s``: the real time the run took (outside emulation the same clock);
 - ``speedup``: virtual / wall;
-- ``fallback_op_count``: ops timed by the roofline fallback rather than a fitted model;
+- ``fallback_op_count``: kernel launches (graph replays count each kernel they hold) timed by the
+  roofline fallback rather than a measurement or a fitted model;
 - ``gpu``, ``model``, ``engine``, ``engine_version``, ``engine_config``, ``versions``,
   ``workload``, ``goodput_slos_ms``, ``revati_version``.
 

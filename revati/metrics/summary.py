@@ -69,7 +69,7 @@ def summary_table(result: dict, title: str = "Serving Benchmark Result") -> Tabl
     row("Virtual duration (s)", "virtual_duration_s")
     row("Wall duration (s)", "wall_duration_s")
     row("Speedup (virtual / wall)", "speedup")
-    row("Fallback ops (roofline)", "fallback_op_count")
+    row("Fallback kernel launches (roofline)", "fallback_op_count")
     row("GPU", "gpu")
     row("Model", "model")
     row("Host CPU (host time scaled to)", "host_cpu")

@@ -61,11 +61,11 @@ Threads and sockets. Exactly one thread reads the timekeeper's socket at a time 
 the pump lock). A thread blocked in ``sleep_until``/``wait_io``/``collective`` takes that role
 itself when it is free, so its own wake costs a single kernel wake-up. The reader thread takes
 it while some ``begin_wait`` waiter needs waking ("hot"); otherwise it only polls every
-``COLD_POLL_S`` for messages to a running process (stall checks). This module captures the
-real ``time.sleep``, ``select.poll`` and ``_thread`` primitives at import: import it before
-the shim patches them. The reader thread is started with ``_thread.start_new_thread`` (not
-``threading.Thread``), so thread-start hooks do not see it; ``coordination_thread_idents()``
-names it for the shim.
+``COLD_POLL_S`` for messages to a running process (stall checks). This module uses the real
+``time.sleep``, ``select.poll`` and ``_thread`` primitives of revati/shim/real.py, which
+``revati.shim`` imports before any patch. The reader thread is started with
+``_thread.start_new_thread`` (not ``threading.Thread``), so thread-start hooks do not see it;
+``coordination_thread_idents()`` names it for the shim.
 
 Example (a virtual sleep; the shim's LVT is ``lvt``)::
 
@@ -80,16 +80,15 @@ Example (a virtual sleep; the shim's LVT is ``lvt``)::
 
 from __future__ import annotations
 
-import _thread
 import os
 import select as _select_module
 import socket
 import sys
-import time
 import weakref
 from typing import Any, Callable, NamedTuple
 
 from revati.errors import CollectiveFailed, DeadlockError, TimekeeperLost
+from revati.shim import real
 from revati.shim.coord import procstat
 from revati.shim.coord.core import format_report
 from revati.shim.coord.wire import (
@@ -97,19 +96,19 @@ from revati.shim.coord.wire import (
     ProtocolError, address_from_env, decode, encode, frame, handshake_body,
 )
 
-# The real primitives, before any shim patches them.
-_real_sleep = time.sleep
-_real_poll = _select_module.poll
+# The real primitives, before any shim patches them (revati/shim/real.py).
+_real_sleep = real.sleep
+_real_poll = real.select_poll
 _POLLIN = (_select_module.POLLIN | _select_module.POLLHUP | _select_module.POLLERR
            | _select_module.POLLNVAL)
 _POLLOUT = _select_module.POLLOUT | _select_module.POLLERR | _select_module.POLLNVAL
-_allocate_lock = _thread.allocate_lock
-_start_new_thread = _thread.start_new_thread
-_get_ident = _thread.get_ident
-_get_native_id = _thread.get_native_id
-_thread_time_ns = time.thread_time_ns
-_os_read = os.read
-_os_write = os.write
+_allocate_lock = real.allocate_lock
+_start_new_thread = real.start_new_thread
+_get_ident = real.get_ident
+_get_native_id = real.get_native_id
+_thread_time_ns = real.thread_time_ns
+_os_read = real.os_read
+_os_write = real.os_write
 _MSG_DONTWAIT = socket.MSG_DONTWAIT
 
 CONNECT_TIMEOUT_S = 30.0

@@ -13,6 +13,7 @@ import types
 from typing import Any
 
 import torch
+from revati.shim.patching import patch
 
 NCCL_VERSION = (2, 27, 3)
 _DONE: list = []
@@ -79,22 +80,22 @@ def install() -> None:
         return
     c = torch.cuda
     mem = c.memory
-    torch.Generator = Generator
-    mem.get_allocator_backend = lambda: "native"
-    mem._set_allocator_settings = _set_allocator_settings
-    mem._snapshot = _snapshot
-    c.memory_snapshot = lambda *a, **k: []
-    c.get_allocator_backend = mem.get_allocator_backend
-    c.get_device_count = c.device_count
-    c.get_sync_debug_mode = lambda: 0
-    c.set_sync_debug_mode = lambda debug_mode: None
-    c.current_blas_handle = lambda: 0
-    c.cudart = lambda: _CudaRt()
-    c.Stream.priority_range = staticmethod(lambda: (0, -5))
+    patch(torch, "Generator", Generator)
+    patch(mem, "get_allocator_backend", lambda: "native")
+    patch(mem, "_set_allocator_settings", _set_allocator_settings)
+    patch(mem, "_snapshot", _snapshot)
+    patch(c, "memory_snapshot", lambda *a, **k: [])
+    patch(c, "get_allocator_backend", mem.get_allocator_backend)
+    patch(c, "get_device_count", c.device_count)
+    patch(c, "get_sync_debug_mode", lambda: 0)
+    patch(c, "set_sync_debug_mode", lambda debug_mode: None)
+    patch(c, "current_blas_handle", lambda: 0)
+    patch(c, "cudart", lambda: _CudaRt())
+    patch(c.Stream, "priority_range", staticmethod(lambda: (0, -5)))
     nccl = getattr(c, "nccl", None)
     if nccl is None:
         nccl = types.ModuleType("torch.cuda.nccl")
-        c.nccl = nccl
-    nccl.version = lambda: NCCL_VERSION
-    nccl.is_available = lambda tensors=None: True
+        patch(c, "nccl", nccl)
+    patch(nccl, "version", lambda: NCCL_VERSION)
+    patch(nccl, "is_available", lambda tensors=None: True)
     _DONE.append(True)

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from revati.shim import runtime as _runtime
+from revati.shim.patching import patch
 
 _PATCHED_ATTR = "__revati_nvml__"
 
@@ -132,5 +133,5 @@ def patch_module(mod: Any) -> None:
     if err is not None and not _ERROR_CLASS:
         _ERROR_CLASS.append(err)
     for name, fn in functions().items():
-        setattr(mod, name, fn)
+        patch(mod, name, fn)
     setattr(mod, _PATCHED_ATTR, True)

@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any
 
 from revati.shim import runtime as _runtime
-from revati.shim.clock import cpu_ns
+from revati.shim.patching import patch
 
 _COSTS: dict[tuple, tuple[int, str]] = {}
 LAUNCHES: Counter = Counter()   # kernel name -> launches (for reports and tests)
@@ -56,8 +56,9 @@ def launch(fn: Any, args: tuple, kwargs: dict) -> None:
     rt = _runtime._RUNTIME
     if rt is None:
         raise RuntimeError("revati: a Triton launch outside an emulated process")
-    cpu0 = cpu_ns()
-    try:
+    from revati.shim.vtensor import ShimCall
+
+    with ShimCall(rt) as call:
         name = _kernel_name(fn)
         sig, nbytes, dtype = _tensor_sig(args, kwargs)
         key = (name, sig)
@@ -67,10 +68,8 @@ def launch(fn: Any, args: tuple, kwargs: dict) -> None:
             cost = _COSTS[key] = (int(ns), f"triton:{name}")
         LAUNCHES[name] += 1
         rt.stats.ops += 1
-        rt.gpus.launch(cost[0], cost[1], rt.clock.now_at(cpu0))
+        rt.gpus.launch(cost[0], cost[1], rt.clock.now_at(call.cpu0), fallback=True)   # always the roofline
         rt.clock.charge(rt.config.launch_overhead_ns)
-    finally:
-        rt.clock.exclude_since(cpu0)
 
 
 def install(triton_module: Any) -> None:
@@ -91,7 +90,7 @@ def install(triton_module: Any) -> None:
         launch(self, args, kwargs)
         return None
 
-    jit.JITFunction.run = jit_run
-    autotuner.Autotuner.run = tuned_run
-    autotuner.Heuristics.run = tuned_run
+    patch(jit.JITFunction, "run", jit_run)
+    patch(autotuner.Autotuner, "run", tuned_run)
+    patch(autotuner.Heuristics, "run", tuned_run)
     _INSTALLED.append(True)

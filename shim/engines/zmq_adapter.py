@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 import weakref
 from typing import Any
+from revati.shim.patching import patch
 
 _MARK = b"\xffRVT"
 _STAMP = struct.Struct("<4sq")
@@ -170,11 +171,11 @@ def install(zmq) -> None:
             pass
         return sock
 
-    zmq.Context.socket = socket
-    Socket.send = send
-    Socket.recv = recv
-    Socket.poll = poll
-    zmq.Poller = Poller
-    zmq.sugar.poll.Poller = Poller
-    zmq.select = select
-    zmq.sugar.poll.select = select
+    patch(zmq.Context, "socket", socket)
+    patch(Socket, "send", send)
+    patch(Socket, "recv", recv)
+    patch(Socket, "poll", poll)
+    patch(zmq, "Poller", Poller)
+    patch(zmq.sugar.poll, "Poller", Poller)
+    patch(zmq, "select", select)
+    patch(zmq.sugar.poll, "select", select)

@@ -36,6 +36,7 @@ import os
 from typing import Any
 
 from revati.errors import UnsupportedEngine
+from revati.shim.patching import patch
 
 SUPPORTED_VERSIONS = ("0.32.0",)
 ENV_DEFAULTS = {
@@ -66,14 +67,14 @@ def install(vllm: Any) -> None:
         os.environ.setdefault(name, value)
     oplib.install_finder()
     platform.install_distribution_alias()
-    import_hooks.on_import("vllm.platforms", platform.use_cuda_platform)
-    import_hooks.on_import("vllm.platforms.cuda", platform.count_virtual_gpus)
-    import_hooks.on_import("vllm.third_party.pynvml", nvml.patch_module)
-    import_hooks.on_import("vllm.engine.arg_utils", refuse_compile_modes)
-    import_hooks.on_import("vllm.model_executor.layers.attention.attention", attention.install_attention_op)
-    import_hooks.on_import("vllm.v1.worker.gpu_worker", attention.track_batches)
-    import_hooks.on_import("vllm.compilation.cuda_graph", attention.patch_graph_wrapper)
-    import_hooks.on_import("vllm.utils.torch_utils", _hashable_layer_names)
+    import_hooks.on_import("vllm.platforms", platform.use_cuda_platform, engine="vllm")
+    import_hooks.on_import("vllm.platforms.cuda", platform.count_virtual_gpus, engine="vllm")
+    import_hooks.on_import("vllm.third_party.pynvml", nvml.patch_module, engine="vllm")
+    import_hooks.on_import("vllm.engine.arg_utils", refuse_compile_modes, engine="vllm")
+    import_hooks.on_import("vllm.model_executor.layers.attention.attention", attention.install_attention_op, engine="vllm")
+    import_hooks.on_import("vllm.v1.worker.gpu_worker", attention.track_batches, engine="vllm")
+    import_hooks.on_import("vllm.compilation.cuda_graph", attention.patch_graph_wrapper, engine="vllm")
+    import_hooks.on_import("vllm.utils.torch_utils", _hashable_layer_names, engine="vllm")
 
 
 def _hashable_layer_names(mod: Any) -> None:
@@ -105,9 +106,9 @@ def refuse_compile_modes(mod: Any) -> None:
         if getattr(kernel, "enable_jit_warmup", False):
             # JIT warm-up compiles Triton kernels ahead of serving (start-up time only); there is
             # no compiler target here, and launches are charged, not compiled.
-            kernel.enable_jit_warmup = False
+            patch(kernel, "enable_jit_warmup", False)
         return config
 
     create_engine_config.__revati__ = True
     create_engine_config.__wrapped__ = real
-    cls.create_engine_config = create_engine_config
+    patch(cls, "create_engine_config", create_engine_config)

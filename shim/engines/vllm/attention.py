@@ -29,11 +29,14 @@ from typing import Any
 
 import torch
 
+from revati.errors import UnsupportedEngine, UnsupportedOp
 from revati.shim import runtime as _runtime
+from revati.shim.timing import OpCost
+from revati.shim.patching import patch
 
 ATTENTION_OPS = ("unified_attention_with_output",)
 _TLS = threading.local()
-_COST_CACHE: dict[tuple, tuple[int, str]] = {}
+_COST_CACHE: dict[tuple, OpCost] = {}
 _GRAPH_LAYERS: dict[int, tuple[Any, list["LayerShape"]]] = {}   # id(capture) -> (capture, layers)
 
 
@@ -59,14 +62,33 @@ class Batch:
         return sum(self.query_lens)
 
 
+# The SchedulerOutput fields the batch is read from: a vLLM release that renames one must fail
+# here, by name, not time every step's attention as an empty batch.
+SCHEDULER_FIELDS = ("num_scheduled_tokens", "scheduled_new_reqs", "scheduled_cached_reqs")
+
+
+def _field(so: Any, name: str) -> Any:
+    try:
+        return getattr(so, name)
+    except AttributeError:
+        raise UnsupportedEngine("vllm", _vllm_version(), f"its SchedulerOutput has no {name!r} "
+                                f"(revati reads {', '.join(SCHEDULER_FIELDS)})") from None
+
+
+def _vllm_version() -> str:
+    import sys
+
+    return getattr(sys.modules.get("vllm"), "__version__", "?")
+
+
 def batch_from_scheduler_output(so: Any) -> Batch | None:
-    scheduled: dict = getattr(so, "num_scheduled_tokens", None) or {}
-    if not scheduled:
+    scheduled: dict = _field(so, "num_scheduled_tokens")
+    if not scheduled:      # an empty step (vLLM sends those too)
         return None
     computed: dict[str, int] = {}
-    for req in getattr(so, "scheduled_new_reqs", None) or []:
+    for req in _field(so, "scheduled_new_reqs"):
         computed[req.req_id] = int(req.num_computed_tokens)
-    cached = getattr(so, "scheduled_cached_reqs", None)
+    cached = _field(so, "scheduled_cached_reqs")
     if cached is not None:
         for rid, n in zip(cached.req_ids, cached.num_computed_tokens):
             computed[rid] = int(n)
@@ -118,8 +140,8 @@ def _layer_shape(layer: Any, query: torch.Tensor) -> LayerShape:
                       query.dtype, window)
 
 
-def attention_cost(shape: LayerShape, batch: Batch) -> tuple[int, str]:
-    """(duration_ns, label) of one layer's attention over ``batch`` (cached per step shape)."""
+def attention_cost(shape: LayerShape, batch: Batch) -> OpCost:
+    """What one layer's attention over ``batch`` costs (cached per step shape)."""
     key = (shape, batch.query_lens, batch.kv_lens)
     hit = _COST_CACHE.get(key)
     if hit is not None:
@@ -135,8 +157,8 @@ def attention_cost(shape: LayerShape, batch: Batch) -> tuple[int, str]:
     kv_shape = (n, shape.num_kv_heads, shape.head_dim)
     cost = rt.coster.cost("vllm::unified_attention_with_output", [q_shape, kv_shape, kv_shape, q_shape],
                           [shape.dtype] * 4, [], attrs)
-    if cost is None:
-        cost = (0, "attention")
+    if cost is None:   # op_mapping's engine-attention rule must price it: never charge 0 silently
+        raise UnsupportedOp("vllm::unified_attention_with_output", f"no timing rule for {attrs}")
     if len(_COST_CACHE) > 65536:
         _COST_CACHE.clear()
     _COST_CACHE[key] = cost
@@ -179,9 +201,9 @@ def handle_attention(func, args, kwargs):
         if isinstance(md, dict):
             md = md.get(name)
         batch = batch_from_metadata(md, num_tokens)
-    ns, label = attention_cost(shape, batch)
+    ns, label, fallback = attention_cost(shape, batch)
     dev = query._dev if hasattr(query, "_dev") else rt.gpus.current_device()
-    rt.gpus.launch(ns, label, host_now, dev)
+    rt.gpus.launch(ns, label, host_now, dev, fallback=fallback)
     rt.clock.charge(rt.config.launch_overhead_ns)
     return None
 
@@ -195,10 +217,9 @@ def charge_graph_attention(capture: Any) -> None:
     if batch is None:
         return
     rt = _runtime.get()
-    total = 0
-    for shape in rec[1]:
-        total += attention_cost(shape, batch)[0]
-    rt.gpus.launch(total, f"attention in graph ({len(rec[1])} layers)", rt.clock.now())
+    costs = [attention_cost(shape, batch) for shape in rec[1]]
+    rt.gpus.launch(sum(c.duration_ns for c in costs), f"attention in graph ({len(rec[1])} layers)", rt.clock.now())
+    rt.gpus.fallback_launches += sum(c.fallback for c in costs)
 
 
 # -- installation (import hooks) ------------------------------------------------------------------
@@ -232,7 +253,7 @@ def track_batches(mod: Any) -> None:
     execute_model.__wrapped__ = real
     execute_model.__name__ = real.__name__
     execute_model.__qualname__ = real.__qualname__
-    worker_cls.execute_model = execute_model
+    patch(worker_cls, "execute_model", execute_model)
 
 
 def patch_graph_wrapper(mod: Any) -> None:

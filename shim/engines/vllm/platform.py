@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import importlib.metadata
 from typing import Any
+from revati.shim.patching import original, patch
 
 CUDA_PLATFORM = "vllm.platforms.cuda.CudaPlatform"
-_REAL_VERSION = importlib.metadata.version
 _STATE: dict[str, Any] = {}
+
+
+def _REAL_VERSION(distribution_name: str) -> str:
+    return original(importlib.metadata, "version")(distribution_name)
 
 
 def _cpu_wheel_version() -> str | None:
@@ -42,17 +46,17 @@ def install_distribution_alias() -> None:
             return cpu_version
         return _REAL_VERSION(distribution_name)
 
-    importlib.metadata.version = version
+    patch(importlib.metadata, "version", version)
 
 
 def use_cuda_platform(mod: Any) -> None:
     """On import of vllm.platforms: resolve the current platform to CudaPlatform."""
-    mod.resolve_current_platform_cls_qualname = lambda: CUDA_PLATFORM
+    patch(mod, "resolve_current_platform_cls_qualname", lambda: CUDA_PLATFORM)
     import vllm
 
     version = str(vllm.__version__).split("+", 1)[0]
     # The build flavour vLLM checks for ("cpu" in the version): the CUDA build's answer.
-    mod.vllm_version_matches_substr = lambda substr: substr in version
+    patch(mod, "vllm_version_matches_substr", lambda substr: substr in version)
 
 
 def count_virtual_gpus(mod: Any) -> None:
@@ -64,4 +68,4 @@ def count_virtual_gpus(mod: Any) -> None:
     """
     import torch
 
-    mod._cuda_device_count_stateless = lambda cuda_visible_devices=None: torch.cuda.device_count()
+    patch(mod, "_cuda_device_count_stateless", lambda cuda_visible_devices=None: torch.cuda.device_count())
