@@ -28,6 +28,9 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
     if "runtime" in _ACTIVE:
         return _ACTIVE["runtime"]
     cfg = config if isinstance(config, EmulationConfig) else EmulationConfig.from_json(dict(config))
+    from revati.shim import real
+
+    activation_started_s = real.monotonic()
 
     # Register with the timekeeper before the slow imports: a parent waiting for this process
     # was told to expect it, and virtual time stands still until it registers.
@@ -66,6 +69,10 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
     install_gc_exclusion(rt.clock)
     # Everything above (the predictor included) is revati's own start-up, not the program's.
     rt.clock.forget_host_cpu_so_far()
+    from revati.shim.breakdown import WallClockStart
+
+    _ACTIVE["wall_start"] = WallClockStart(rt.clock)        # Note [Wall-time breakdown]
+    _ACTIVE["startup_s"] = _ACTIVE["wall_start"].wall_s - activation_started_s
     _ACTIVE["runtime"] = rt
     atexit.register(_at_exit)
     return rt
@@ -89,6 +96,9 @@ def _at_exit() -> None:
         from revati.shim import patching
 
         summary["explain"] = patching.explain()   # Note [Patch registry]
+        from revati.shim.breakdown import breakdown
+
+        summary["breakdown"] = breakdown(rt, _ACTIVE["wall_start"], _ACTIVE["startup_s"])
         summary["dispatch"] = rt.stats.line()
         summary["predictor"] = rt.predictor.stats.line()
         path = Path(rt.config.stats_dir) / f"process-{os.getpid()}.json"

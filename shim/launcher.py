@@ -49,6 +49,12 @@ class EmulationResult:
         host = sum(p.get("host_cpu_ns", 0) for p in self.processes)
         return min(1.0, host / virtual) if virtual > 0 else None
 
+    def wall_breakdown(self) -> dict:
+        """Note [Wall-time breakdown], summed over the processes that reported one."""
+        from revati.shim.breakdown import run_breakdown
+
+        return run_breakdown(self.processes, self.wall_s)
+
     def hooks_not_fired(self) -> list[str]:
         """Engine import hooks that fired in no process (Note [Patch registry])."""
         from revati.shim.patching import hooks_not_fired_in_run

@@ -80,10 +80,17 @@ class Runtime:
             "predictor_calls": self.predictor.stats.calls,
             "fallback_op_count": g.fallback_launches,
             "fallback_shapes": self.predictor.stats.fallback_count,
+            "unannounced_children": _unannounced_children(),
             "fallbacks": dict(self.predictor.stats.fallbacks),
             "peak_allocated_bytes": [a.stats.peak_allocated_bytes for a in g.allocators],
             "peak_reserved_bytes": [a.stats.peak_reserved_bytes for a in g.allocators],
         }
+
+
+def _unannounced_children() -> int:
+    from revati.shim import vtime
+
+    return vtime.unannounced_children()
 
 
 _RUNTIME: Runtime | None = None

@@ -90,7 +90,13 @@ def _bases() -> tuple[int, int]:
 
 
 _STATE: dict[str, Any] = {}
-_UNANNOUNCED: list = []  # the first failed child announcement (reported once)
+# failed child announcements: printed once, all counted (the process summary's
+# unannounced_children: virtual time may have passed while those children started)
+_UNANNOUNCED: list = []
+
+
+def unannounced_children() -> int:
+    return len(_UNANNOUNCED)
 THREAD_START_HOOKS: list = []  # run at the start of every program thread (thread-local torch state)
 
 
@@ -324,8 +330,8 @@ def _install_child_announcement(coordinator) -> None:
                 rest = rest[:3] + (keep + extra,) + rest[4:]
             except Exception as exc:  # the child starts unannounced: say so, once per process
                 ticket = None
-                if not _UNANNOUNCED:
-                    _UNANNOUNCED.append(exc)
+                _UNANNOUNCED.append(exc)
+                if len(_UNANNOUNCED) == 1:
                     print(f"revati: could not announce a child process to the timekeeper ({exc!r}); virtual "
                           "time may pass while it starts", file=sys.stderr)
         elif inherited:

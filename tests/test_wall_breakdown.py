@@ -1,0 +1,33 @@
+"""Note [Wall-time breakdown] (revati/shim/breakdown.py): a program with known host work and known
+shim work reports them within 10%."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from revati.shim.breakdown import format_line, run_breakdown
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def test_known_host_work_and_known_shim_work_are_reported(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "-q", "--stats-dir", str(tmp_path), "--",
+                           sys.executable, str(PROGRAMS / "known_work.py")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    known = json.loads(proc.stdout.strip().splitlines()[-1])
+    (summary,) = [json.loads(f.read_text()) for f in tmp_path.glob("process-*.json")]
+    b = summary["breakdown"]
+    # the program's own work: its 0.5 s loop and the few ms of Python around the op loop
+    assert abs(b["framework_cpu_s"] - known["host_s"]) < 0.1 * known["host_s"], (b, known)
+    # revati's: first use and the op loop are dispatch, all but the Python call of each op (a
+    # full collection that fires meanwhile has its own bucket)
+    shim = b["shim_cpu_s"] + b["gc_full_cpu_s"]
+    assert abs(shim - known["ops_s"]) < 0.1 * known["ops_s"] + 0.02, (b, known)
+    assert b["wall_s"] >= known["host_s"] + known["ops_s"] - 0.01
+    assert 0 < b["efficiency"] < 1 and b["startup_s"] > 0
+    total = run_breakdown([summary], b["wall_s"])
+    assert total["framework_cpu_s"] == b["framework_cpu_s"] and total["processes"] == 1
+    assert "efficiency" in format_line("known_work.py", b)
