@@ -35,6 +35,16 @@ class BadRow(BadInput):
         super().__init__(path, f"row {row}: {problem}")
 
 
+class UnknownKeys(BadInput):
+    """A mapping read into a configuration (JSON) has keys it does not know: a misspelt key, or
+    one written by a different version of revati. ``keys``: those keys; ``known``: the accepted ones."""
+
+    def __init__(self, where: object, keys: Iterable[str], known: Iterable[str]):
+        self.keys = sorted(keys)
+        self.known = sorted(known)
+        super().__init__(where, f"unknown key(s) {', '.join(map(repr, self.keys))}; known: {', '.join(self.known)}")
+
+
 class UnknownGPU(RevatiError):
     def __init__(self, name: str, known: Iterable[str]):
         self.name = name

@@ -7,8 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from revati import gpus
+from revati.errors import UnknownKeys
 
 MiB = 1 << 20
+# Keys REVATI_INJECT carries beside the config: "mode" picks the activator (revati/inject.py,
+# revati/_bootstrap.py), which passes the whole mapping on.
+INJECTION_ENVELOPE = frozenset({"mode"})
 
 
 @dataclass
@@ -56,5 +60,10 @@ class EmulationConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "EmulationConfig":
+        """The config :meth:`to_json` wrote; UnknownKeys for any other key (a misspelt one would
+        otherwise be dropped, and the emulation run silently with the default)."""
         names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names - INJECTION_ENVELOPE
+        if unknown:
+            raise UnknownKeys(cls.__name__, unknown, names)
         return cls(**{k: v for k, v in data.items() if k in names})

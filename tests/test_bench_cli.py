@@ -20,12 +20,13 @@ def _closed_port() -> int:
 @pytest.mark.parametrize("args, message", [
     (["--goodput", "ttft"], "KEY:MILLISECONDS"),
     (["--goodput", "ttft:5", "queue:3"], "unknown"),
-    (["--request-rate", "fast"], "could not convert"),
+    (["--request-rate", "fast"], "--request-rate"),   # click names the flag it could not read
     (["--metric-percentiles", "50,x"], "comma-separated"),
     (["--dataset-name", "mooncake"], "dataset_path"),
     (["--extra-body", "[1]"], "JSON object"),
     (["--header", "nokey"], "KEY=VALUE"),
-    (["--max-concurrency", "0"], "max_concurrency"),
+    (["--max-concurrency", "0"], "--max-concurrency"),
+    (["--request-rate", "nan"], "request_rate"),
     (["--dataset-name", "mooncake", "--dataset-path", "/nonexistent.jsonl"], "no such file"),
 ])
 def test_bad_flags(args, message):

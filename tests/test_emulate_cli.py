@@ -47,9 +47,14 @@ def test_bad_input_is_a_one_line_error(args, message):
 def test_explain_shows_the_injected_setup():
     proc = _revati("emulate", "--explain", "--gpu", "l4", "--", "python", "x.py")
     assert proc.returncode == 0
-    env = json.loads(proc.stdout)["environment"]
+    out = json.loads(proc.stdout)
+    env = out["environment"]
     assert json.loads(env["REVATI_INJECT"])["gpu"] == "l4"
     assert env["PYTHONPATH"].split(":")[0].endswith("inject")
+    # what an activated interpreter patched, by installer (Note [Patch registry])
+    patched = {name for names in out["patches"].values() for name in names}
+    assert {"time.monotonic", "time.sleep", "torch.cuda.synchronize"} <= patched, sorted(patched)[:30]
+    assert "vllm" in out["import_hooks"] and "zmq" in out["import_hooks"]
 
 
 @pytest.mark.hf
@@ -63,6 +68,7 @@ def test_main_job_serves_a_workload_and_writes_vllm_metrics(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["completed"] == 6 and metrics["total_output_tokens"] == 6 * 8
     assert metrics["gpu"] == "h100_sxm" and metrics["virtual_duration_s"] > 0
+    assert metrics["wall_breakdown"]["processes"] == 1 and metrics["wall_breakdown"]["framework_cpu_s"] > 0
     for key in ("mean_ttft_ms", "p99_tpot_ms", "median_itl_ms", "mean_e2el_ms", "request_throughput"):
         assert metrics[key] > 0, key
     lines = (out / "requests.jsonl").read_text().splitlines()

@@ -4,8 +4,9 @@ Requests go out at the workload's arrival offsets (``asyncio.sleep`` until each)
 ``max_concurrency`` in flight, each as a streaming (SSE) ``/v1/completions`` or
 ``/v1/chat/completions`` request with ``max_tokens`` = the request's output length and
 ignore-EOS, so output lengths are fixed as on a real benchmark. Every chunk that carries
-generated text is timestamped with ``time.perf_counter()`` -- the ordinary clock, virtual under
-``revati emulate`` -- giving TTFT, ITL, TPOT and E2EL as ``vllm bench serve`` defines them.
+generated text is timestamped with the clock's ``now`` (revati.bench.clock; by default
+``time.perf_counter()``, the ordinary clock, virtual under ``revati emulate``), giving TTFT, ITL,
+TPOT and E2EL as ``vllm bench serve`` defines them.
 
 How output lengths are fixed depends on the server (``length_control``):
 
@@ -24,10 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from revati.bench.clock import DEFAULT_CLOCK, Clock
 from revati.bench.http import BaseUrl, open_request
 from revati.bench.sse import SSEParser
 from revati.metrics.records import RequestRecord
@@ -106,15 +107,18 @@ async def send_request(
     prompt: str | list[int],
     t0: float,
     count_tokens: Callable[[str], int] | None = None,
+    clock: Clock = DEFAULT_CLOCK,
 ) -> RequestRecord:
-    """Send one streaming request; never raises for a failed request (the record says why)."""
+    """Send one streaming request; never raises for a failed request (the record says why).
+    Times are ``clock.now()`` less ``t0``."""
+    now_fn = clock.now
     rec = RequestRecord(request_id=req.request_id, scheduled_s=req.arrival_s, prompt_tokens=req.prompt_tokens)
     chat = cfg.backend == "openai-chat"
     payload = build_payload(cfg, prompt, req.output_tokens)
     headers = {"x-request-id": f"{cfg.request_id_prefix}{req.request_id}", **cfg.headers}
     text_parts: list[str] = []
     usage_output: int | None = None
-    rec.send_s = time.perf_counter() - t0
+    rec.send_s = now_fn() - t0
     resp = None
     try:
         resp = await open_request("POST", cfg.base_url, cfg.path, json_body=payload, headers=headers)
@@ -126,7 +130,7 @@ async def send_request(
         stream_error = None
         async for piece in resp.iter_body():
             for data in parser.feed(piece):
-                now = time.perf_counter() - t0
+                now = now_fn() - t0
                 if data.strip() == "[DONE]":
                     continue
                 msg = json.loads(data)
@@ -145,7 +149,7 @@ async def send_request(
                         usage_output = int(usage["completion_tokens"])
                     if usage.get("prompt_tokens") is not None:
                         rec.prompt_tokens = int(usage["prompt_tokens"])
-        rec.done_s = time.perf_counter() - t0
+        rec.done_s = now_fn() - t0
         if stream_error:
             rec.error = stream_error
         elif not rec.token_times_s:
@@ -174,39 +178,42 @@ async def run_benchmark(
     max_concurrency: int | None = None,
     on_done: Callable[[RequestRecord], None] | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    clock: Clock = DEFAULT_CLOCK,
 ) -> tuple[list[RequestRecord], float]:
     """Send ``requests`` at their arrival offsets; return the records (in request order) and
-    the benchmark duration in seconds (first arrival's wait included, as in vLLM)."""
+    the benchmark duration in seconds (first arrival's wait included, as in vLLM), both on
+    ``clock.now``."""
     if len(prompts) != len(requests):
         raise ValueError(f"{len(prompts)} prompts for {len(requests)} requests")
     sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     order = sorted(range(len(requests)), key=lambda i: (requests[i].arrival_s, i))
-    t0 = time.perf_counter()
+    t0 = clock.now()
 
     async def one(i: int) -> RequestRecord:
         if sem is None:
-            rec = await send_request(cfg, requests[i], prompts[i], t0, count_tokens)
+            rec = await send_request(cfg, requests[i], prompts[i], t0, count_tokens, clock)
         else:
             async with sem:
-                rec = await send_request(cfg, requests[i], prompts[i], t0, count_tokens)
+                rec = await send_request(cfg, requests[i], prompts[i], t0, count_tokens, clock)
         if on_done is not None:
             on_done(rec)
         return rec
 
     tasks: dict[int, asyncio.Task] = {}
     for i in order:
-        wait_s = t0 + requests[i].arrival_s - time.perf_counter()
+        wait_s = t0 + requests[i].arrival_s - clock.now()
         if wait_s > 0:
             await asyncio.sleep(wait_s)
         tasks[i] = asyncio.create_task(one(i))
     await asyncio.gather(*tasks.values())
-    duration_s = time.perf_counter() - t0
+    duration_s = clock.now() - t0
     return [tasks[i].result() for i in range(len(requests))], duration_s
 
 
-async def wait_until_ready(base_url: str, timeout_s: float, poll_s: float = 0.5) -> bool:
-    """Poll ``GET /v1/models`` until it answers 200 or ``timeout_s`` passes."""
-    deadline = time.perf_counter() + timeout_s
+async def wait_until_ready(base_url: str, timeout_s: float, poll_s: float = 0.5,
+                           clock: Clock = DEFAULT_CLOCK) -> bool:
+    """Poll ``GET /v1/models`` until it answers 200 or ``timeout_s`` passes on ``clock.now``."""
+    deadline = clock.now() + timeout_s
     while True:
         try:
             resp = await open_request("GET", base_url, "/v1/models")
@@ -218,6 +225,6 @@ async def wait_until_ready(base_url: str, timeout_s: float, poll_s: float = 0.5)
                 resp.close()
         except Exception:  # noqa: BLE001 - not up yet
             pass
-        if time.perf_counter() >= deadline:
+        if clock.now() >= deadline:
             return False
         await asyncio.sleep(poll_s)

@@ -3,7 +3,9 @@
 Pieces: the workload (revati.workload), prompts (revati.workload.prompts), the client
 (revati.bench.client), metrics (revati.metrics). Files written to ``result_dir``:
 ``metrics.json`` (vLLM's result keys plus revati's extras) and ``requests.jsonl`` (one record
-per request). Works the same under ``revati emulate`` (virtual clocks) and outside it.
+per request). Works the same under ``revati emulate`` (virtual clocks) and outside it; the
+clocks come from the caller (:class:`revati.bench.clock.Clock`): under emulation it passes the
+real clock as ``wall``, so ``wall_duration_s`` is real time.
 
 Example::
 
@@ -24,8 +26,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from revati.bench.client import PROMPT_FORMATS, ClientConfig, run_benchmark, wait_until_ready
+from revati.bench.clock import DEFAULT_CLOCK, Clock
 from revati.errors import BadInput, RevatiError
-from revati.inject import ENV_CONFIG as INJECT_ENV
 from revati.metrics.aggregate import MetricsConfig, compute_metrics
 from revati.metrics.records import write_jsonl
 from revati.metrics.result import METRICS_FILE, REQUESTS_FILE, RunExtras, build_result, write_result
@@ -98,22 +100,11 @@ def make_prompts(cfg: BenchConfig, requests, tokenizer) -> tuple[list, str]:
     return [builder.token_ids(r) for r in requests], fmt
 
 
-def _real_clock():
-    """The real clock even inside an emulated process (where time.* is virtual)."""
-    if os.environ.get(INJECT_ENV):
-        try:
-            from revati.shim.vtime import REAL
+def run_bench(cfg: BenchConfig, console: Console | None = None, clock: Clock = DEFAULT_CLOCK) -> dict:
+    """Run the benchmark; write files if asked; return the result dict.
 
-            return REAL["perf_counter"]
-        except ImportError:
-            pass
-    import time
-
-    return time.perf_counter
-
-
-def run_bench(cfg: BenchConfig, console: Console | None = None) -> dict:
-    """Run the benchmark; write files if asked; return the result dict."""
+    ``clock.now`` times the requests (virtual under ``revati emulate``); ``clock.wall`` times the
+    benchmark phase for ``wall_duration_s``, so a caller under emulation passes the real clock."""
     console = console or Console(stderr=True, quiet=cfg.quiet)
     tokenizer = load_tokenizer(cfg)
     encode = None if tokenizer is None else (lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -124,28 +115,28 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> dict:
         def count_tokens(text: str) -> int:
             return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    real_clock = _real_clock()
     phase = {}
 
     async def main():
-        if cfg.ready_check_timeout_s > 0 and not await wait_until_ready(cfg.client.base_url, cfg.ready_check_timeout_s):
+        if cfg.ready_check_timeout_s > 0 and not await wait_until_ready(
+                cfg.client.base_url, cfg.ready_check_timeout_s, clock=clock):
             raise ServerNotReady(cfg.client.base_url, cfg.ready_check_timeout_s)
-        phase["wall0"] = real_clock()
+        phase["wall0"] = clock.wall()
         with Progress(TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=cfg.quiet, transient=True) as progress:
             task = progress.add_task("requests", total=len(requests))
             return await run_benchmark(
                 cfg.client, requests, prompts, cfg.workload.max_concurrency,
-                on_done=lambda _rec: progress.advance(task), count_tokens=count_tokens,
+                on_done=lambda _rec: progress.advance(task), count_tokens=count_tokens, clock=clock,
             )
 
     records, duration_s = asyncio.run(main())
-    wall_s = real_clock() - phase["wall0"]
+    wall_s = clock.wall() - phase["wall0"]
     metrics = compute_metrics(records, duration_s, cfg.metrics)
     extras = cfg.extras
     if extras.wall_duration_s is None and wall_s > 0:
-        # The benchmark phase on the real clock: under `revati emulate` time.* is virtual and
-        # duration_s is what the run would take on the GPU; outside, both are wall time.
+        # The benchmark phase on clock.wall, the real clock: under `revati emulate` clock.now is
+        # virtual and duration_s is what the run would take on the GPU; outside, both are wall time.
         extras = RunExtras(**{**extras.__dict__, "wall_duration_s": wall_s})
     if extras.model is None:
         extras = RunExtras(**{**extras.__dict__, "model": cfg.client.model})
@@ -177,12 +168,12 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> dict:
     return result
 
 
-def first_model(base_url: str, ready_timeout_s: float = 0.0) -> str:
+def first_model(base_url: str, ready_timeout_s: float = 0.0, clock: Clock = DEFAULT_CLOCK) -> str:
     """The id of the server's first model (``GET /v1/models``), as vLLM does without --model."""
     from revati.bench.http import open_request
 
     async def fetch() -> str:
-        if ready_timeout_s > 0 and not await wait_until_ready(base_url, ready_timeout_s):
+        if ready_timeout_s > 0 and not await wait_until_ready(base_url, ready_timeout_s, clock=clock):
             raise ServerNotReady(base_url, ready_timeout_s)
         try:
             resp = await open_request("GET", base_url, "/v1/models")

@@ -15,12 +15,11 @@ Examples:
 from __future__ import annotations
 
 import json
-import math
 
 import click
 
 from revati.bench.client import BACKENDS, LENGTH_CONTROLS, PROMPT_FORMATS
-from revati.workload.spec import DATASETS
+from revati.workload.options import click_options as workload_options
 
 
 def _key_values(items: tuple[str, ...], what: str) -> dict[str, str]:
@@ -60,29 +59,7 @@ def bench() -> None:
 @click.option("--model", default=None, help="Model name; default: the server's first model (/v1/models).")
 @click.option("--served-model-name", default=None, help="Name the server knows the model by, if not --model.")
 @click.option("--tokenizer", default=None, help="Tokenizer path/name for text prompts (default: --model if a local directory).")
-@click.option("--dataset-name", type=click.Choice(DATASETS), default="random", show_default=True,
-              help="Where prompts and lengths come from (random, or a request trace with --dataset-path).")
-@click.option("--dataset-path", default=None, help="azure: shipped trace name or request_trace Parquet; mooncake: JSONL file; "
-                                                 "sharegpt: ShareGPT JSON; custom: JSONL with a \"prompt\" per line.")
-@click.option("--sharegpt-output-len", default=None, type=click.IntRange(1),
-              help="sharegpt: output tokens per request (default: the reply's own length).")
-@click.option("--custom-output-len", default=256, show_default=True, type=click.IntRange(1),
-              help="custom: output tokens per prompt.")
-@click.option("--num-prompts", default=1000, show_default=True, type=int, help="Requests to send.")
-@click.option("--random-input-len", "--input-len", "random_input_len", default=1024, show_default=True, type=int,
-              help="Random dataset: prompt tokens per request.")
-@click.option("--random-output-len", "--output-len", "random_output_len", default=128, show_default=True, type=int,
-              help="Random dataset: output tokens per request.")
-@click.option("--random-range-ratio", default=0.0, show_default=True, type=float,
-              help="Lengths uniform in [len*(1-r), len*(1+r)].")
-@click.option("--request-rate", default="inf", show_default=True,
-              help="Requests/s (inf: all at once; an azure trace then replays its timestamps).")
-@click.option("--burstiness", default=1.0, show_default=True, type=float,
-              help="Gamma shape of inter-arrival gaps: 1 = Poisson, <1 burstier, >1 smoother.")
-@click.option("--max-concurrency", default=None, type=int, help="Most requests in flight.")
-@click.option("--trace-time-scale", default=1.0, show_default=True, type=float, help="Replay a trace this many times faster.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the workload's draws.")
-@click.option("--goodput", multiple=True, help="SLOs as KEY:MS (ttft, tpot, e2el); repeat or space-separate.")
+@workload_options()   # vllm bench serve's defaults
 @click.option("--percentile-metrics", default="ttft,tpot,itl,e2el", show_default=True,
               help="Metrics whose percentiles are reported (comma-separated).")
 @click.option("--metric-percentiles", default="50,90,95,99", show_default=True,
@@ -120,29 +97,25 @@ def serve(more_goodput: tuple[str, ...], **kw) -> None:
     # first arrive as positional arguments.
     if more_goodput and not kw["goodput"]:
         raise click.UsageError(f"unexpected argument(s) {' '.join(more_goodput)}")
-    kw["goodput"] = kw["goodput"] + more_goodput
+    # each SLO alone, whichever way it came: `--goodput "ttft:500 tpot:50"` is one value
+    kw["goodput"] = tuple(slo for item in kw["goodput"] + more_goodput for slo in item.split())
     from revati.bench.client import ClientConfig
     from revati.bench.serve import BenchConfig, first_model, run_bench
-    from revati.metrics.aggregate import MetricsConfig, parse_goodput
+    from revati.metrics.aggregate import MetricsConfig
     from revati.metrics.result import RunExtras
-    from revati.workload.spec import WorkloadConfig, check_dataset_path
+    from revati.workload.options import from_values
+    from revati.workload.spec import check_dataset_path
 
     base_url = kw["base_url"] or f"http://{kw['host']}:{kw['port']}"
     try:
-        rate = float(kw["request_rate"])
-        goodput = parse_goodput([p for item in kw["goodput"] for p in item.split()])
+        options = from_values(kw)   # the workload and goodput flags, checked together
         extra_body = json.loads(kw["extra_body"]) if kw["extra_body"] else {}
         if not isinstance(extra_body, dict):
             raise ValueError("--extra-body must be a JSON object")
-        workload = WorkloadConfig(
-            dataset_name=kw["dataset_name"], dataset_path=kw["dataset_path"], num_prompts=kw["num_prompts"],
-            request_rate=rate, burstiness=kw["burstiness"], max_concurrency=kw["max_concurrency"],
-            random_input_len=kw["random_input_len"], random_output_len=kw["random_output_len"],
-            random_range_ratio=kw["random_range_ratio"], trace_time_scale=kw["trace_time_scale"], seed=kw["seed"],
-            sharegpt_output_len=kw["sharegpt_output_len"], custom_output_len=kw["custom_output_len"],
-        )
+        workload = options.workload()
         check_dataset_path(workload)   # before waiting for the server: a typo is not worth a timeout
-        model = kw["model"] or first_model(base_url, kw["ready_check_timeout_sec"])
+        clock = _bench_clock()
+        model = kw["model"] or first_model(base_url, kw["ready_check_timeout_sec"], clock=clock)
         cfg = BenchConfig(
             client=ClientConfig(
                 base_url=base_url, model=model, backend=kw["backend"], endpoint=kw["endpoint"],
@@ -153,7 +126,7 @@ def serve(more_goodput: tuple[str, ...], **kw) -> None:
             metrics=MetricsConfig(
                 percentiles=_floats(kw["metric_percentiles"], "--metric-percentiles"),
                 percentile_metrics=tuple(m.strip() for m in kw["percentile_metrics"].split(",") if m.strip()),
-                goodput_slos_ms=goodput,
+                goodput_slos_ms=options.goodput_slos_ms,
             ),
             tokenizer=kw["tokenizer"], prompt_format=kw["prompt_format"], vocab_size=kw["vocab_size"],
             hash_block_size=kw["hash_block_size"],
@@ -164,9 +137,20 @@ def serve(more_goodput: tuple[str, ...], **kw) -> None:
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if math.isnan(rate):
-        raise click.UsageError("--request-rate must be a number or inf")
-    result = run_bench(cfg)
+    result = run_bench(cfg, clock=clock)
     if result["completed"] == 0:
         # The files are written all the same; a sweep must not count this run as a result.
         raise click.ClickException(f"all {result['failed']} requests failed; see requests.jsonl for the errors")
+
+
+def _bench_clock():
+    """The benchmark times requests on the program's clock (virtual under ``revati emulate``)
+    and its own run on the real one (``wall_duration_s``, the emulation's speed-up)."""
+    from revati.bench.clock import Clock
+    from revati.inject import read_config
+
+    if (read_config() or {}).get("mode") != "emulate":
+        return Clock()
+    from revati.shim import real   # captured before the shim patched time (revati/shim/real.py)
+
+    return Clock(wall=real.perf_counter)

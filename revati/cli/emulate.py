@@ -15,7 +15,8 @@ import click
 from revati import gpus
 from revati.errors import BadInput, UnknownGPU
 from revati.hostcpu import NOT_COUNTED
-from revati.workload.spec import DATASETS
+from revati.workload.options import MAIN_JOB_DEFAULTS, WorkloadOptions, from_values, to_argv
+from revati.workload.options import click_options as workload_options
 
 
 def _gpu_choice(ctx, param, value: str) -> str:
@@ -53,29 +54,8 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("--model", default="llama-2-7b", show_default=True,
               help="Main job only: a shipped model (llama-2-7b, llama-2-70b, llama-3-8b, qwen2.5-7b, mistral-7b, "
                    "tiny-llama; shapes only, no weights) or an HF model directory.")
-@click.option("--dataset-name", default="random", show_default=True, type=click.Choice(DATASETS),
-              help="Main job: workload (sharegpt and custom read --dataset-path as vllm bench serve does).")
-@click.option("--dataset-path", default=None,
-              help="Main job: azure/mooncake trace, ShareGPT JSON (sharegpt) or JSONL of prompts (custom).")
-@click.option("--sharegpt-output-len", default=None, type=click.IntRange(1),
-              help="Main job, sharegpt: output tokens per request (default: the reply's own length).")
-@click.option("--custom-output-len", default=256, show_default=True, type=click.IntRange(1),
-              help="Main job, custom: output tokens per prompt.")
-@click.option("--num-prompts", default=16, show_default=True, type=click.IntRange(1), help="Main job: requests.")
-@click.option("--request-rate", default=4.0, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="Main job: requests/s (inf = all at once).")
-@click.option("--burstiness", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="Main job: gamma shape (1 = Poisson).")
-@click.option("--random-input-len", default=256, show_default=True, type=click.IntRange(1),
-              help="Main job, random dataset: prompt tokens per request.")
-@click.option("--random-output-len", default=64, show_default=True, type=click.IntRange(1),
-              help="Main job, random dataset: output tokens per request (EOS ignored, as vllm bench serve).")
-@click.option("--random-range-ratio", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Main job, random dataset: lengths drawn from [len*(1-r), len*(1+r)].")
-@click.option("--max-concurrency", default=None, type=click.IntRange(1),
-              help="Main job: at most this many requests in flight (default: no limit).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Main job: seed of the workload's draws.")
-@click.option("--goodput", multiple=True, help="Main job: SLO in ms, e.g. --goodput ttft:500 --goodput tpot:50.")
+# the workload flags, with the main job's own defaults (small on purpose: see MAIN_JOB_DEFAULTS)
+@workload_options(defaults=MAIN_JOB_DEFAULTS, scope="Main job")
 @click.option("--result-dir", type=click.Path(file_okay=False), default=None,
               help="Main job: write metrics.json and requests.jsonl here.")
 @click.option("--serve-port", type=click.IntRange(1, 65535), default=None,
@@ -83,15 +63,14 @@ def _gpu_choice(ctx, param, value: str) -> str:
                    "client against it under the same emulation with the workload flags, then stop it.")
 @click.option("--deadlock-timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.1),
               help="Real seconds every process may stay blocked with no pending wake-up before the run is stopped.")
-@click.option("--explain", is_flag=True, help="Print the injected set-up and exit without running.")
+@click.option("--explain", is_flag=True,
+              help="Print the injected set-up and what revati patches (Note [Patch registry]), and exit without running.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print each process's summary and the timekeeper's counters.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the program's own output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_speed, raw_host_cpu, no_host_cpu, timeline_dir, stats_dir,
-            model, dataset_name, dataset_path, sharegpt_output_len, custom_output_len, num_prompts, request_rate,
-            burstiness, random_input_len,
-            random_output_len, random_range_ratio, max_concurrency, seed, goodput, result_dir,
-            serve_port, deadlock_timeout_s, explain, verbose, quiet, command):
+def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_speed, raw_host_cpu, no_host_cpu, timeline_dir,
+            stats_dir, model, result_dir, serve_port, deadlock_timeout_s, explain, verbose, quiet, command,
+            **workload_flags):
     """Run COMMAND with every CUDA kernel replaced by a jump of the virtual clock.
 
     Every Python process COMMAND starts (children included) sees NUM_GPUS virtual GPUs: tensors
@@ -116,21 +95,13 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
     main_job = not command
     if command and not explain:
         _check_command(command)
+    workload: list[str] = []   # the workload flags, for the main job's driver or the benchmark client
     if main_job or serve_port is not None:
-        _check_workload(dataset_name, dataset_path, num_prompts, request_rate, burstiness, max_concurrency,
-                        random_input_len, random_output_len, random_range_ratio, seed)
+        workload = to_argv(_check_workload(workload_flags))
     if main_job:
         from revati.shim.drivers.hf_cb import model_source
 
         model_source(model, build=False)
-    workload = ["--dataset-name", dataset_name, "--num-prompts", str(num_prompts),
-                "--request-rate", str(request_rate), "--burstiness", str(burstiness),
-                "--random-input-len", str(random_input_len), "--random-output-len", str(random_output_len),
-                "--random-range-ratio", str(random_range_ratio), "--seed", str(seed)]
-    workload += ["--dataset-path", dataset_path] if dataset_path else []
-    workload += ["--max-concurrency", str(max_concurrency)] if max_concurrency else []
-    workload += ["--sharegpt-output-len", str(sharegpt_output_len)] if sharegpt_output_len else []
-    workload += ["--custom-output-len", str(custom_output_len)]
     client_cmd = None
     if serve_port is not None:
         if not command:
@@ -140,13 +111,10 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
         client_cmd = [sys.executable, "-m", "revati", "bench", "serve", "--base-url",
                       f"http://127.0.0.1:{serve_port}", "--ready-check-timeout-sec", "36000",
                       "--result-dir", result_dir, "--quiet", *workload]
-        for slo in goodput:
-            client_cmd += ["--goodput", slo]
     if not command:
         # the main job's driver takes the same workload flags as revati's benchmark client
         command = (sys.executable, "-m", "revati.shim.drivers.hf_cb", "--model", model, *workload)
         command += ("--result-dir", result_dir) if result_dir else ()
-        command += ("--goodput", *goodput) if goodput else ()
         command += ("--quiet",) if quiet else ()
     host = _host_target(host_cpu, host_speed, gpu, no_host_cpu)
     cfg = EmulationConfig(
@@ -159,7 +127,11 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
     if explain:
         env = launcher.emulation_env(cfg)
         shown = {k: env[k] for k in sorted(env) if k.startswith(("REVATI", "PYTHONPATH", "OMP_", "HF_HUB"))}
-        click.echo(json.dumps({"command": list(command), "environment": shown}, indent=2))
+        # what activation patches and which import hooks it sets (Note [Patch registry]): which
+        # of them fire depends on what the program imports, which -v reports after a run
+        patched = launcher.explain_patches(cfg)
+        click.echo(json.dumps({"command": list(command), "environment": shown, "patches": patched["patches"],
+                               "import_hooks": [h["module"] for h in patched["hooks"]]}, indent=2))
         return
     try:
         result = launcher.run(list(command), cfg, deadlock_timeout_s=deadlock_timeout_s, client_cmd=client_cmd)
@@ -167,16 +139,34 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
         raise BadInput(exc.filename or command[0], f"cannot run it ({exc.strerror or exc})") from None
     if client_cmd is not None:
         _finish_serve_run(result, result_dir, gpu, quiet, cfg)
+    elif result_dir and (Path(result_dir) / "metrics.json").exists():   # the main job wrote it
+        from revati.metrics.result import METRICS_FILE, RunExtras, merge_extras
+
+        merge_extras(Path(result_dir) / METRICS_FILE, RunExtras(wall_breakdown=result.wall_breakdown()))
     if result.deadlock is not None:
         click.echo("revati: deadlock: every emulated process was blocked with nothing to wake it "
                    f"for {deadlock_timeout_s:g} s (each process's state is listed above); the run was stopped",
                    err=True)
     if verbose:
+        from revati.shim.breakdown import format_line
+
         for proc in result.processes:
             click.echo("revati: process " + json.dumps({k: proc.get(k) for k in (
                 "pid", "process_name", "virtual_now_ns", "shim_cpu_ns", "ops", "signatures", "kernels_launched",
                 "syncs", "fallback_op_count", "dispatch")}), err=True)
         click.echo(f"revati: timekeeper {json.dumps(result.timekeeper)}", err=True)
+        for proc in result.processes:   # Note [Wall-time breakdown]
+            if proc.get("breakdown"):
+                name = f"{proc.get('process_name')} ({proc.get('pid')})"
+                click.echo(f"revati: {format_line(name, proc['breakdown'])}", err=True)
+        total = result.wall_breakdown()
+        if total["processes"]:
+            click.echo("revati: " + format_line(f"all {total['processes']} processes, against the run's wall", total),
+                       err=True)
+    if not quiet or verbose:
+        for hook in result.hooks_not_fired():   # Note [Patch registry]
+            click.echo(f"revati: warning: the import hook for {hook} fired in no process although its engine "
+                       "was imported: that engine moved a module revati relies on; its timing may be wrong", err=True)
     # A failed main job has said why in one line; the summary would only bury it.
     if not quiet and (verbose or not main_job or result.returncode == 0):
         click.echo(
@@ -228,19 +218,16 @@ def _check_command(command: tuple[str, ...]) -> None:
         raise BadInput(program, "command not found")
 
 
-def _check_workload(dataset_name, dataset_path, num_prompts, request_rate, burstiness, max_concurrency,
-                    random_input_len, random_output_len, random_range_ratio, seed) -> None:
+def _check_workload(flags: dict) -> WorkloadOptions:
     """The main job's (or the serve client's) workload flags, checked before anything starts."""
-    from revati.workload.spec import WorkloadConfig, check_dataset_path
+    from revati.workload.spec import check_dataset_path
 
     try:
-        cfg = WorkloadConfig(dataset_name=dataset_name, dataset_path=dataset_path, num_prompts=num_prompts,
-                             request_rate=request_rate, burstiness=burstiness, max_concurrency=max_concurrency,
-                             random_input_len=random_input_len, random_output_len=random_output_len,
-                             random_range_ratio=random_range_ratio, seed=seed)
+        options = from_values(flags)
     except ValueError as exc:
         raise BadInput("workload", str(exc)) from None
-    check_dataset_path(cfg)
+    check_dataset_path(options)
+    return options
 
 
 def _finish_serve_run(result, result_dir: str, gpu: str, quiet: bool, cfg) -> None:
@@ -253,7 +240,7 @@ def _finish_serve_run(result, result_dir: str, gpu: str, quiet: bool, cfg) -> No
         click.echo(f"revati: the benchmark client wrote no {path}", err=True)
         return
     merged = merge_extras(path, RunExtras(
-        fallback_op_count=result.fallback_op_count, gpu=gpu,
+        fallback_op_count=result.fallback_op_count, gpu=gpu, wall_breakdown=result.wall_breakdown(),
         host_cpu=cfg.host_cpu if cfg.count_host_cpu else NOT_COUNTED,
         host_speed_factor=cfg.host_speed if cfg.count_host_cpu else None))
     if not quiet:

@@ -9,6 +9,8 @@ Layout: the header keys ``vllm bench serve`` writes (``date``, ``endpoint_type``
   ``revati emulate``; equal to ``duration``);
 - ``wall_duration_s``: the real time the run took (outside emulation the same clock);
 - ``speedup``: virtual / wall;
+- ``wall_breakdown``: under ``revati emulate``, where the run's wall time went (framework CPU,
+  shim CPU, coordination, full GC, off-CPU, start-up) and ``efficiency`` = framework CPU / wall;
 - ``fallback_op_count``: kernel launches (graph replays count each kernel they hold) timed by the
   roofline fallback rather than a measurement or a fitted model;
 - ``gpu``, ``model``, ``engine``, ``engine_version``, ``engine_config``, ``versions``,
@@ -51,6 +53,9 @@ class RunExtras:
     host_cpu: str | None = None             # the host the host time stands for (--host-cpu)
     host_speed_factor: float | None = None  # measured host time was divided by this
     host_time_share: float | None = None    # of the benchmark's virtual time: measured host CPU (0..1)
+    # where the emulation's wall time went, summed over its processes (Note [Wall-time
+    # breakdown], revati/shim/breakdown.py): framework/shim/coordination CPU, efficiency, ...
+    wall_breakdown: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.wall_duration_s is not None and not self.wall_duration_s > 0:
@@ -121,6 +126,7 @@ def _extras_dict(virtual_s: float, extras: RunExtras) -> dict:
         "host_cpu": extras.host_cpu,
         "host_speed_factor": extras.host_speed_factor,
         "host_time_share": extras.host_time_share,
+        "wall_breakdown": dict(extras.wall_breakdown),
     }
 
 

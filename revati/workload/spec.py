@@ -32,6 +32,7 @@ import numpy as np
 
 from revati.errors import BadInput
 from revati.workload import arrivals, lengths
+from revati.workload.flags import check_flag_values, flag
 from revati.workload.request import WorkloadRequest
 from revati.workload.traces import load_request_trace, read_mooncake_jsonl, trace_requests
 
@@ -42,46 +43,41 @@ DEFAULT_AZURE_TRACE = "azure_conv_2023"
 
 @dataclass(frozen=True)
 class WorkloadConfig:
-    dataset_name: str = "random"
-    dataset_path: str | None = None
-    num_prompts: int = 1000
-    request_rate: float = math.inf
-    burstiness: float = 1.0
-    max_concurrency: int | None = None
-    random_input_len: int = 1024
-    random_output_len: int = 128
-    random_range_ratio: float = 0.0
-    trace_time_scale: float = 1.0
-    seed: int = 0
-    sharegpt_output_len: int | None = None  # sharegpt: fixed output length instead of the reply's
-    custom_output_len: int = 256            # custom: output tokens per prompt
+    # Each field is also a flag of every command that takes a workload (``revati bench serve``,
+    # ``revati emulate``, the main job's driver): its help text and accepted values live here,
+    # and revati.workload.options makes the click and argparse options from them. The defaults
+    # are ``vllm bench serve``'s; the main job overrides some (revati.workload.options).
+    dataset_name: str = flag("random", "Where prompts and lengths come from: random, sharegpt-like (lengths only), "
+                                       "or a file named by --dataset-path (azure, mooncake, sharegpt, custom).",
+                             choices=DATASETS)
+    dataset_path: str | None = flag(None, "azure: shipped trace name or request_trace Parquet; mooncake: JSONL file; "
+                                          "sharegpt: ShareGPT JSON; custom: JSONL with a \"prompt\" per line.")
+    num_prompts: int = flag(1000, "Requests to send.", min=1)
+    request_rate: float = flag(math.inf, "Requests/s (inf: all at once; an azure trace then replays its timestamps).",
+                               min=0, min_open=True)
+    burstiness: float = flag(1.0, "Gamma shape of inter-arrival gaps: 1 = Poisson, <1 burstier, >1 smoother.",
+                             min=0, min_open=True)
+    max_concurrency: int | None = flag(None, "Most requests in flight (default: no limit).", min=1)
+    random_input_len: int = flag(1024, "random dataset: prompt tokens per request.", aliases=("--input-len",), min=1)
+    random_output_len: int = flag(128, "random dataset: output tokens per request (EOS ignored, as vllm bench serve).",
+                                  aliases=("--output-len",), min=1)
+    random_range_ratio: float = flag(0.0, "random dataset: lengths uniform in [len*(1-r), len*(1+r)].",
+                                     min=0, max=1, max_open=True)
+    trace_time_scale: float = flag(1.0, "Replay a trace this many times faster.", min=0, min_open=True)
+    seed: int = flag(0, "Seed of the workload's draws.")
+    sharegpt_output_len: int | None = flag(None, "sharegpt: output tokens per request (default: the reply's own length).",
+                                           min=1)
+    custom_output_len: int = flag(256, "custom: output tokens per prompt.", min=1)
 
     def __post_init__(self) -> None:
-        if self.dataset_name not in DATASETS:
-            raise ValueError(f"dataset_name must be one of {', '.join(DATASETS)}, got {self.dataset_name!r}")
+        check_flag_values(self)   # choices and ranges, as declared above
         if self.dataset_name == "mooncake" and not self.dataset_path:
             raise ValueError("dataset mooncake needs dataset_path (a JSONL file)")
         if self.dataset_name in PROMPT_FILE_DATASETS and not self.dataset_path:
             raise ValueError(f"dataset {self.dataset_name} needs dataset_path "
                              f"({'a ShareGPT JSON file' if self.dataset_name == 'sharegpt' else 'a JSONL file of prompts'})")
-        if (self.sharegpt_output_len is not None and self.sharegpt_output_len < 1) or self.custom_output_len < 1:
-            raise ValueError("sharegpt_output_len and custom_output_len must be >= 1")
         if self.dataset_name in ("random", "sharegpt-like") and self.dataset_path:
             raise ValueError(f"dataset {self.dataset_name} takes no dataset_path")
-        if self.num_prompts < 1:
-            raise ValueError(f"num_prompts must be >= 1, got {self.num_prompts}")
-        if not self.request_rate > 0:
-            raise ValueError(f"request_rate must be > 0 (inf = all at once), got {self.request_rate}")
-        if not self.burstiness > 0:
-            raise ValueError(f"burstiness must be > 0, got {self.burstiness}")
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
-        if self.random_input_len < 1 or self.random_output_len < 1:
-            raise ValueError("random_input_len and random_output_len must be >= 1")
-        if not 0 <= self.random_range_ratio < 1:
-            raise ValueError(f"random_range_ratio must be in [0, 1), got {self.random_range_ratio}")
-        if not self.trace_time_scale > 0:
-            raise ValueError(f"trace_time_scale must be > 0, got {self.trace_time_scale}")
 
     @property
     def replays_timestamps(self) -> bool:

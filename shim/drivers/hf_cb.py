@@ -6,7 +6,7 @@ request of the workload at its arrival time -- a virtual sleep, so idle time cos
 time -- and turns the per-token timestamps the manager records (time.perf_counter: virtual) into
 ``vllm bench serve``'s metrics.
 
-    revati emulate --gpu h100 --num-prompts 32 --request-rate 4      # what `revati emulate` runs
+    revati emulate --gpu h100 --num-prompts 16 --request-rate 4      # what `revati emulate` runs
     python -m revati.shim.drivers.hf_cb --help                       # its own flags
 """
 
@@ -22,10 +22,11 @@ from pathlib import Path
 
 from revati.errors import BadInput, RevatiError
 from revati.hostcpu import NOT_COUNTED
-from revati.metrics.aggregate import MetricsConfig, compute_metrics, parse_goodput
+from revati.metrics.aggregate import MetricsConfig, compute_metrics
 from revati.metrics.records import RequestRecord, write_jsonl
 from revati.metrics.result import METRICS_FILE, REQUESTS_FILE, RunExtras, build_result, write_result
-from revati.workload.spec import PROMPT_FILE_DATASETS, WorkloadConfig, build_workload
+from revati.workload import options as workload_options
+from revati.workload.spec import PROMPT_FILE_DATASETS, build_workload
 
 # Model shapes known by name (HF config fields); any HF model directory works too.
 MODEL_SHAPES: dict[str, dict] = {
@@ -106,25 +107,15 @@ def build_model(model: str, dtype: str, device: str = "cuda"):
     return m.eval(), cfg
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m revati.shim.drivers.hf_cb", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     ap.add_argument("--model", default="llama-2-7b", help="a shipped model (llama-2-7b, llama-2-70b, llama-3-8b, "
                                                           "qwen2.5-7b, mistral-7b, tiny-llama) or an HF model directory")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
-    ap.add_argument("--dataset-name", default="random")
-    ap.add_argument("--dataset-path", default=None)
-    ap.add_argument("--sharegpt-output-len", type=int, default=None)
-    ap.add_argument("--custom-output-len", type=int, default=256)
-    ap.add_argument("--num-prompts", type=int, default=32)
-    ap.add_argument("--request-rate", type=float, default=4.0)
-    ap.add_argument("--burstiness", type=float, default=1.0)
-    ap.add_argument("--random-input-len", type=int, default=256)
-    ap.add_argument("--random-output-len", type=int, default=64)
-    ap.add_argument("--random-range-ratio", type=float, default=0.0)
-    ap.add_argument("--max-concurrency", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--goodput", nargs="*", default=None, help="SLOs, e.g. ttft:500 tpot:50 (ms)")
+    # revati emulate's workload flags with its defaults: run alone, this driver serves the same
+    # workload as `revati emulate` with no command
+    workload_options.add_argparse_arguments(ap, defaults=workload_options.MAIN_JOB_DEFAULTS)
     ap.add_argument("--warmup-requests", type=int, default=1,
                     help="requests served before the measured workload (like vllm bench serve's test prompt)")
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="continuous batching token budget per step")
@@ -133,7 +124,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--native", action="store_true",
                     help="run on this machine's real GPU without revati (the ground truth of an emulation; "
                          "the CPU where there is none, a pipeline check only)")
-    return ap.parse_args(argv)
+    return ap
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        workload_options.from_values(vars(args))   # a bad workload is a usage error, before the model is built
+    except ValueError as exc:
+        ap.error(str(exc))
+    return args
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -154,12 +155,8 @@ def run(args: argparse.Namespace) -> dict:
     rt = runtime.get() if runtime.active() else None
     real_perf_counter = _real_perf_counter(rt)
     wall0 = real_perf_counter()
-    wl_cfg = WorkloadConfig(
-        dataset_name=args.dataset_name, dataset_path=args.dataset_path, num_prompts=args.num_prompts,
-        request_rate=args.request_rate, burstiness=args.burstiness, max_concurrency=args.max_concurrency,
-        random_input_len=args.random_input_len, random_output_len=args.random_output_len,
-        random_range_ratio=args.random_range_ratio, seed=args.seed,
-        sharegpt_output_len=args.sharegpt_output_len, custom_output_len=args.custom_output_len)
+    options = workload_options.from_values(vars(args))
+    wl_cfg = options.workload()
     workload = build_workload(wl_cfg, model_encoder(args.model) if wl_cfg.dataset_name in PROMPT_FILE_DATASETS else None)
     device = "cuda" if rt is not None or torch.cuda.is_available() else "cpu"
     model, cfg = build_model(args.model, args.dtype, device)
@@ -210,7 +207,7 @@ def run(args: argparse.Namespace) -> dict:
     duration = time.perf_counter() - t0
     host_share = (rt.clock.host_ns() - host0) / max(1, rt.clock.now() - virtual0) if rt else None
     recs = sorted(records.values(), key=lambda r: r.request_id)
-    goodput = parse_goodput(args.goodput)
+    goodput = options.goodput_slos_ms
     metrics = compute_metrics(recs, duration, MetricsConfig(goodput_slos_ms=goodput))
     wall = real_perf_counter() - wall0
     counted = rt is not None and rt.config.count_host_cpu
@@ -221,7 +218,7 @@ def run(args: argparse.Namespace) -> dict:
         workload={k: v for k, v in vars(args).items() if k not in ("result_dir", "quiet", "goodput")},
         goodput_slos_ms=dict(goodput),
         extras=RunExtras(
-            wall_duration_s=wall, fallback_op_count=rt.predictor.stats.fallback_count if rt else 0,
+            wall_duration_s=wall, fallback_op_count=rt.gpus.fallback_launches if rt else 0,
             gpu=rt.config.gpu if rt else f"native: {_device_name(device)}",
             model=args.model, engine="transformers", engine_version=transformers.__version__,
             engine_config={"dtype": args.dtype, "max_batch_tokens": args.max_batch_tokens},
