@@ -64,7 +64,7 @@ def run_one(python: str, model_dir: Path, args: argparse.Namespace, rate: str, o
     cmd = [python, "-m", "revati", "emulate", "-q", "--gpu", args.gpu, "--serve-port", str(port),
            "--num-prompts", str(args.num_prompts), "--request-rate", rate,
            "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
-           "--seed", str(args.seed), "--result-dir", str(out_dir), "--", *serve]
+           "--seed", str(args.seed), "--result-dir", str(out_dir), "--stats-dir", str(out_dir / "stats"), "--", *serve]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -77,6 +77,12 @@ def run_one(python: str, model_dir: Path, args: argparse.Namespace, rate: str, o
     m = json.loads(metrics_path.read_text())
     row = {"request_rate": rate, **{k: m.get(k) for k in METRICS}, "run_wall_s": run_wall_s}
     row["total_output_tokens"] = m.get("total_output_tokens")
+    # Note [Wall-time breakdown]: where each process's wall time went (whole run, start-up apart)
+    from revati.shim.breakdown import run_breakdown
+
+    procs = [json.loads(f.read_text()) for f in sorted((out_dir / "stats").glob("process-*.json"))]
+    row["breakdown"] = {f"{p.get('process_name')} ({p.get('pid')})": p["breakdown"] for p in procs if p.get("breakdown")}
+    row["breakdown_total"] = run_breakdown(procs, run_wall_s)
     return row
 
 
@@ -126,6 +132,16 @@ def main() -> None:
     print(f"vllm serve {args.model} on virtual {args.gpu}, {args.num_prompts} requests "
           f"{args.input_len}/{args.output_len} tokens, {mode}")
     print(_table(rows))
+    from revati.shim.breakdown import format_line
+
+    for r in rows:
+        if "breakdown" not in r:
+            continue
+        print(f"rate {r['request_rate']}, where the wall time went (whole run, start-up included):")
+        for name, b in r["breakdown"].items():
+            print("  " + format_line(name, b))
+        print("  " + format_line(f"all {r['breakdown_total']['processes']} reporting processes, against the run's wall",
+                                 r["breakdown_total"]))
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "gpu": args.gpu, "mode": mode,
                                          "num_prompts": args.num_prompts, "input_len": args.input_len,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
         rt.clock.references = host_references.load(_ACTIVE["references"])
     from revati.shim.clock import install_gc_exclusion
 
-    install_gc_exclusion(rt.clock)
+    install_gc_exclusion(rt.clock, getattr(coordinator, "coordination_thread_idents", None))
     # Everything above (the predictor included) is revati's own start-up, not the program's.
     rt.clock.forget_host_cpu_so_far()
     from revati.shim.breakdown import WallClockStart
@@ -75,13 +76,47 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
     _ACTIVE["startup_s"] = _ACTIVE["wall_start"].wall_s - activation_started_s
     _ACTIVE["runtime"] = rt
     atexit.register(_at_exit)
+    # after the coordinator's own fork handler (registered when it was imported): the child's
+    # clock is rebased on the child's CPU time, and its run is measured from the fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    _report_from_multiprocessing_children()
     return rt
+
+
+def _after_fork_in_child() -> None:
+    rt = _ACTIVE.get("runtime")
+    if rt is None:
+        return
+    from revati.shim.breakdown import WallClockStart
+
+    rt.clock.after_fork_in_child()
+    _ACTIVE["wall_start"] = WallClockStart(rt.clock)
+    _ACTIVE["startup_s"] = 0.0
+
+
+def _report_from_multiprocessing_children() -> None:
+    """A multiprocessing child started by fork leaves through os._exit: atexit handlers never
+    run, and it would write no summary (a forked vLLM engine core reported nothing). Its
+    Process._bootstrap calls multiprocessing.util._exit_function last: report there too."""
+    import multiprocessing.util as mp_util
+
+    from revati.shim.patching import original, patch
+
+    def _exit_function(*args, **kwargs):
+        try:
+            _at_exit()
+        except Exception as exc:   # the child's own exit must go on
+            print(f"revati: could not write this process's summary ({exc!r})", file=sys.stderr)
+        return original(mp_util, "_exit_function")(*args, **kwargs)
+
+    patch(mp_util, "_exit_function", _exit_function)
 
 
 def _at_exit() -> None:
     rt = _ACTIVE.get("runtime")
-    if rt is None:
+    if rt is None or _ACTIVE.get("reported_by") == os.getpid():
         return
+    _ACTIVE["reported_by"] = os.getpid()   # once per process (atexit and multiprocessing's exit)
     # The coordinator stays connected: atexit handlers registered before ours (multiprocessing's
     # finalizers joining its feeder threads) still wait virtually; the socket closes with the process.
     rt.timeline.write()

@@ -6,6 +6,7 @@ dispatch hot path reads it from a module global.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import Counter
@@ -60,6 +61,11 @@ class Runtime:
         self.coster = OpCoster(self.predictor)
         self.policy = ValuePolicy(config.token_id, config.eos_token_ids)
         self.stats = DispatchStats()
+
+    def busy(self):
+        """revati's own possibly long work (the coordinator's busy(), where it has one)."""
+        busy = getattr(self.coordinator, "busy", None)
+        return busy() if busy is not None else contextlib.nullcontext()
 
     def summary(self) -> dict:
         g = self.gpus

@@ -402,7 +402,8 @@ def _build_entry(func, info: FuncInfo, args, kwargs, key, rt) -> Entry:
             in_shapes.append(tuple(mkwargs[kname].shape))
             in_dtypes.append(mkwargs[kname].dtype)
     out_shapes = [tuple(o.shape) for o in outs]
-    cost = rt.coster.cost(info.name, in_shapes, in_dtypes, out_shapes)
+    with rt.busy():   # a first lookup may load kernel tables (native threads: no stall)
+        cost = rt.coster.cost(info.name, in_shapes, in_dtypes, out_shapes)
     if cost is not None:
         entry.cost_ns, entry.label, entry.fallback = cost
     del flat_in

@@ -67,7 +67,7 @@ _thread_cpu_ns = real.thread_time_ns
 # A hold (Note [Threads in virtual time]) polls in slices this long, gives up after HOLD_MAX_S,
 # and stops holding for a thread it missed HOLD_MAX_MISSES times in a row.
 HOLD_SLICE_S = 0.0001
-HOLD_MAX_S = 0.1
+HOLD_MAX_S = 1.0
 HOLD_MAX_MISSES = 3
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 
 from revati.shim.clock import ProcessClock, cpu_ns, install_gc_exclusion
 
@@ -77,3 +78,31 @@ def test_a_lagged_thread_runs_on_its_own_time_until_it_waits_again():
                     "after_sleep": 3_000_000, "beyond": False, "back": 5_000_000}
     assert clock.now() == 5_000_000             # the shared clock never moved
     assert not clock.begin_lag(6_000_000)       # no lag for a deadline the clock has not passed
+
+
+def test_a_collection_in_a_thread_the_clock_already_leaves_out_is_not_excluded_twice():
+    # the timekeeper client's reader thread: all its CPU is excluded already (coordination);
+    # a full collection it triggers, excluded again, moved the clock back by its length
+    keep = _heap()
+    reader_cpu = [0]
+    reader_ident: set[int] = set()
+    clock = ProcessClock(start_ns=0, extra_excluded_ns=lambda: reader_cpu[0])
+    stop = install_gc_exclusion(clock, lambda: reader_ident)
+
+    def reader():
+        reader_ident.add(threading.get_ident())
+        t0 = time.thread_time_ns()
+        gc.collect()
+        reader_cpu[0] += time.thread_time_ns() - t0   # sampled after each round, as the reader does
+
+    try:
+        before = clock.now()
+        th = threading.Thread(target=reader)
+        th.start()
+        th.join()
+        after = clock.now()
+    finally:
+        stop()
+    assert clock.gc_full_ns == 0
+    assert after >= before, (before, after)
+    del keep

@@ -31,3 +31,28 @@ def test_known_host_work_and_known_shim_work_are_reported(tmp_path):
     total = run_breakdown([summary], b["wall_s"])
     assert total["framework_cpu_s"] == b["framework_cpu_s"] and total["processes"] == 1
     assert "efficiency" in format_line("known_work.py", b)
+
+
+def test_a_forked_child_counts_its_own_host_time():
+    # its CPU time restarts from zero at the fork: measured against the parent's readings, its
+    # clock stood still (a forked vLLM engine core's host work went uncounted)
+    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "-q", "--raw-host-cpu", "--",
+                           sys.executable, str(PROGRAMS / "fork_host_time.py")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert abs(out["child_virtual_s"] - out["child_cpu_s"]) < 0.1 * out["child_cpu_s"], out
+
+
+def test_a_forked_multiprocessing_child_reports_its_breakdown(tmp_path):
+    # it leaves through os._exit, past atexit: multiprocessing's exit function reports instead
+    code = ("import multiprocessing as mp, time\n"
+            "def work():\n    t = time.thread_time()\n    while time.thread_time() - t < 0.2: pass\n"
+            "p = mp.get_context('fork').Process(target=work); p.start(); p.join()\n")
+    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "-q", "--stats-dir", str(tmp_path), "--",
+                           sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [json.loads(f.read_text()) for f in tmp_path.glob("process-*.json")]
+    assert len(summaries) == 2, summaries
+    child = min(summaries, key=lambda s: s["breakdown"]["wall_s"])
+    assert 0.18 < child["breakdown"]["framework_cpu_s"] < 0.3, child["breakdown"]

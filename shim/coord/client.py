@@ -151,6 +151,25 @@ class _Wait:
         self.pipe: int | None = None  # wake pipe whose byte on_wake writes and nobody read yet
 
 
+class _Busy:
+    __slots__ = ("coord",)
+
+    def __init__(self, coord):
+        self.coord = coord
+
+    def __enter__(self):
+        with self.coord._lock:
+            self.coord._busy += 1
+            self.coord._activity += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self.coord._lock:
+            self.coord._busy -= 1
+            self.coord._activity += 1
+        return False
+
+
 class _ThreadInfo:
     __slots__ = ("ident", "native_id", "n_waiting", "wake_pipe")
 
@@ -209,6 +228,7 @@ class Coordinator:
         self._stalled = False
         self._stall_snapshot: dict[int, Any] = {}
         self._activity = 0  # bumped by every API call; a stall check spanning one is void
+        self._busy = 0      # shim work under way that may sleep in native threads (busy())
         self._colls: dict[tuple, PendingCollective] = {}
         self._failure: BaseException | None = None
         self._closed = False
@@ -954,8 +974,17 @@ class Coordinator:
         except Exception:
             return True
 
+    def busy(self) -> "_Busy":
+        """``with coord.busy():`` -- revati's own work under way (loading the kernel tables:
+        DuckDB/Arrow threads work while the calling thread sleeps in native code): no stall
+        check may take the process for blocked meanwhile. Without it, a thread's first op
+        looked like a stall and the timekeeper granted another thread's sleep early."""
+        return _Busy(self)
+
     def _stall_check(self) -> None:
         """Are the threads outside coordinated waits all asleep? (not holding self._lock)"""
+        if self._busy:
+            return
         with self._lock:
             for w in self._waits.values():  # a READY wait whose data vanished waits again
                 if w.status == _READY and not self._ready(w):
@@ -978,7 +1007,7 @@ class Coordinator:
         if procstat.cpu_times(tids) != cpu or not procstat.all_asleep(before, after):
             return
         with self._lock:
-            if activity != self._activity or self._failure is not None:
+            if activity != self._activity or self._failure is not None or self._busy:
                 return
             for th in threads:  # threads that are gone stop counting
                 if after.get(th.native_id) is None and self._threads.get(th.ident) is th:

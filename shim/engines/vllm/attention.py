@@ -155,8 +155,9 @@ def attention_cost(shape: LayerShape, batch: Batch) -> OpCost:
     n = batch.num_tokens
     q_shape = (n, shape.num_heads, shape.head_dim)
     kv_shape = (n, shape.num_kv_heads, shape.head_dim)
-    cost = rt.coster.cost("vllm::unified_attention_with_output", [q_shape, kv_shape, kv_shape, q_shape],
-                          [shape.dtype] * 4, [], attrs)
+    with rt.busy():   # a first lookup may load kernel tables (no stall meanwhile)
+        cost = rt.coster.cost("vllm::unified_attention_with_output", [q_shape, kv_shape, kv_shape, q_shape],
+                              [shape.dtype] * 4, [], attrs)
     if cost is None:   # op_mapping's engine-attention rule must price it: never charge 0 silently
         raise UnsupportedOp("vllm::unified_attention_with_output", f"no timing rule for {attrs}")
     if len(_COST_CACHE) > 65536:
