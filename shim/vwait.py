@@ -50,20 +50,19 @@ import selectors
 import threading
 from typing import Any, Callable
 
-from revati.shim import real
+from revati.shim.real import allocate_lock as _allocate_lock
+from revati.shim.real import get_ident as _get_ident
+from revati.shim.real import monotonic as _real_monotonic
+from revati.shim.real import process_time_ns as _cpu_ns
+from revati.shim.real import select_select as _REAL_SELECT
+from revati.shim.real import sleep as _real_sleep
+from revati.shim.real import thread_time_ns as _thread_cpu_ns
 
-_REAL_SELECT = real.select_select
 # Settling on an overloaded machine (see _Settling._settle): a sleep that takes this many times
 # longer than asked means other threads ran first; short sleeps, at most this many.
 OVERSHOOT_FACTOR = 3.0
 SETTLE_SLICE_S = 0.0002
 MAX_SETTLE_SLICES = 100
-_allocate_lock = real.allocate_lock
-_get_ident = real.get_ident
-_real_monotonic = real.monotonic
-_real_sleep = real.sleep
-_cpu_ns = real.process_time_ns
-_thread_cpu_ns = real.thread_time_ns
 # A hold (Note [Threads in virtual time]) polls in slices this long, gives up after HOLD_MAX_S,
 # and stops holding for a thread it missed HOLD_MAX_MISSES times in a row.
 HOLD_SLICE_S = 0.0001
