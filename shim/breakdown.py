@@ -27,7 +27,7 @@ class WallClockStart:
         self.wall_s = real.monotonic()
         self.cpu_ns = real.process_time_ns()
         self.shim_ns = clock.shim_cpu_ns
-        self.coordination_ns = clock.excluded_ns() - clock.shim_cpu_ns - clock.other_excluded_ns
+        self.coordination_ns = clock.coordination_ns()
         self.gc_ns = clock.gc_full_ns
 
 
@@ -37,7 +37,7 @@ def breakdown(rt, start: WallClockStart, startup_s: float | None = None) -> dict
     wall = real.monotonic() - start.wall_s
     cpu = (real.process_time_ns() - start.cpu_ns) / 1e9
     shim = (clock.shim_cpu_ns - start.shim_ns) / 1e9
-    coordination = (clock.excluded_ns() - clock.shim_cpu_ns - clock.other_excluded_ns - start.coordination_ns) / 1e9
+    coordination = (clock.coordination_ns() - start.coordination_ns) / 1e9
     gc_full = (clock.gc_full_ns - start.gc_ns) / 1e9
     framework = max(cpu - shim - coordination - gc_full, 0.0)
     out = {"wall_s": wall, "framework_cpu_s": framework, "shim_cpu_s": shim,

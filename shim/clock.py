@@ -24,11 +24,10 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable
 
-cpu_ns = time.process_time_ns
-thread_cpu_ns = time.thread_time_ns
+from revati.shim.real import process_time_ns as cpu_ns
+from revati.shim.real import thread_time_ns as thread_cpu_ns
 
 # Note [Host-time drift filter]
 # =============================
@@ -93,11 +92,15 @@ class ProcessClock:
         self.after_jump: Callable[[int], None] | None = None
 
     def _excluded(self) -> int:
-        return self.shim_cpu_ns + self.other_excluded_ns + (self._extra() if self._extra is not None else 0)
+        return self.shim_cpu_ns + self.other_excluded_ns + self.coordination_ns()
 
     def excluded_ns(self) -> int:
         """Process CPU so far that is not the program's (revati's, and held-for threads')."""
         return self._excluded()
+
+    def coordination_ns(self) -> int:
+        """CPU of the coordinator's own thread so far (excluded too)."""
+        return self._extra() if self._extra is not None else 0
 
     def now_at(self, cpu: int) -> int:
         """Virtual time for a process-CPU reading taken by the caller."""
@@ -129,7 +132,7 @@ class ProcessClock:
 
     def end_lag(self) -> None:
         """This thread waits again (or ends): it is back on the shared clock."""
-        if self._lagging and getattr(self._tls, "lag", None) is not None:
+        if self.lagging():
             self._tls.lag = None
             with self._lock:
                 self._lagging -= 1
@@ -277,13 +280,9 @@ class ProcessClock:
 
     def advance_to(self, t_ns: int) -> int:
         """Jump forward to ``t_ns`` if it is later than now; return the new now."""
-        if self._lagging and getattr(self._tls, "lag", None) is not None:
-            lagged = self._lag_now()
-            if t_ns <= lagged:
-                return lagged
-            if self.lagging() and t_ns < self._shared_at(cpu_ns()):
-                self._tls.lag = [int(t_ns), thread_cpu_ns()]   # still behind the shared clock
-                return int(t_ns)
+        if self.lagging():
+            if self.lag_to(t_ns):      # still behind the shared clock: the lag moves on
+                return max(int(t_ns), self._lag_now())
             self.end_lag()
         with self._lock:
             cpu = cpu_ns()

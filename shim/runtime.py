@@ -87,10 +87,19 @@ class Runtime:
             "fallback_op_count": g.fallback_launches,
             "fallback_shapes": self.predictor.stats.fallback_count,
             "unannounced_children": _unannounced_children(),
+            **_hold_counts(),
             "fallbacks": dict(self.predictor.stats.fallbacks),
             "peak_allocated_bytes": [a.stats.peak_allocated_bytes for a in g.allocators],
             "peak_reserved_bytes": [a.stats.peak_reserved_bytes for a in g.allocators],
         }
+
+
+def _hold_counts() -> dict:
+    """Note [Threads in virtual time]: holds made, and those that gave up (nondeterminism)."""
+    from revati.shim import vtime
+
+    waits = vtime.current_waits()
+    return {"holds": waits.holds, "hold_timeouts": waits.hold_timeouts} if waits is not None else {}
 
 
 def _unannounced_children() -> int:

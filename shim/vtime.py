@@ -95,6 +95,11 @@ _STATE: dict[str, Any] = {}
 _UNANNOUNCED: list = []
 
 
+def current_waits() -> Waits | None:
+    """This process's wait primitives, once installed."""
+    return _STATE.get("waits")
+
+
 def unannounced_children() -> int:
     return len(_UNANNOUNCED)
 THREAD_START_HOOKS: list = []  # run at the start of every program thread (thread-local torch state)
