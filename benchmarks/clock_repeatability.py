@@ -104,7 +104,7 @@ def part_main_job(args) -> list[dict]:
 
 
 def part_tp(args) -> list[dict]:
-    from revati.replay.predictor import load_predictor
+    from revati.replay.prediction.predictor import load_predictor
 
     predicted_ms = load_predictor("h100").predict_ns(
         "all_reduce", {"message_bytes": 128 * 1024 * 1024, "world_size": 2}, "fp16") / 1e6

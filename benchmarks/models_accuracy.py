@@ -2,7 +2,7 @@
 
 Prints, per GPU x family x dtype, the held-out error of the fitted models (MAPE, median and p90
 absolute percentage error over honest hold-outs: whole grid lines, head layouts, models -- see
-revati/replay/holdout.py), the cross-source disagreement (fit on one measurement source,
+revati/replay/model_fit/holdout.py), the cross-source disagreement (fit on one measurement source,
 predict another's shapes: the noise floor between software stacks), and what one predictor
 call costs, cached and uncached, on a stream of LLM-serving-like op shapes.
 
@@ -12,7 +12,7 @@ Usage::
     python benchmarks/models_accuracy.py --refit               # refit from op_samples first
     python benchmarks/models_accuracy.py --gpu h100 --json out.json
 
-Then one table for every GPU: the prediction ladder per software stack (revati.replay.ladder_report:
+Then one table for every GPU: the prediction ladder per software stack (revati.replay.prediction.ladder_report:
 within-stack hold-outs, cross-stack error, the shipped models and the tuned roofline on each
 stack's measured shapes).
 
@@ -38,7 +38,7 @@ TARGET_MAPE_PCT = 5.0
 
 
 def accuracy_rows(gpu: str, models_dir, refit: bool, trace_dirs) -> tuple[list[dict], list[dict], str]:
-    from revati.replay import fitting, model_report
+    from revati.replay.model_fit import fitting, model_report
 
     if refit:
         result = fitting.fit_gpu(fitting.FitConfig(gpu=gpu, trace_dirs=tuple(trace_dirs)))
@@ -91,7 +91,7 @@ def op_stream(seed: int = 0) -> list[tuple[str, dict, str]]:
 
 
 def predictor_cost(gpu: str, models_dir, repeats: int = 5) -> dict:
-    from revati.replay.predictor import load_predictor
+    from revati.replay.prediction.predictor import load_predictor
 
     stream = op_stream()
     uncached, cached, per_family = [], [], {}
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         print("uncached by family: " + ", ".join(f"{k} {v:.1f} us" for k, v in
                                                  cost["uncached_us_per_call_by_family"].items()))
         print(f"roofline fallbacks in the stream: {cost['fallbacks_in_stream'] or 'none'}")
-    from revati.replay import ladder_report
+    from revati.replay.prediction import ladder_report
 
     ladder = [row for gpu in gpus_ for row in ladder_report.evaluate(gpu)]
     out["ladder"] = ladder

@@ -7,7 +7,7 @@ num_kv_heads``, ``kv_len / q_tokens``), and FLOPs and bytes moved are SQL expres
 mirror :mod:`revati.vocab` (a test checks the two agree on random shapes).
 
 Per family, :data:`FAMILIES` lists the candidate sets of grid axes (the fit picks one by
-held-out error) and how to hold data out honestly (:mod:`revati.replay.holdout`).
+held-out error) and how to hold data out honestly (:mod:`revati.replay.model_fit.holdout`).
 
 Example::
 

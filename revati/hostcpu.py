@@ -279,7 +279,7 @@ def resolve_target(name: str, here: HostScore | None = None,
     """``native``, ``auto`` or a reference name -> the factor that scales this machine's host time.
 
     ``traced``: for ``auto``, (label, score) of the host recorded in the target GPU's traces
-    (``revati.replay.db.traced_host_score``), or None when no trace records one.
+    (``revati.replay.kernel_db.db.traced_host_score``), or None when no trace records one.
     """
     if name == NATIVE:
         return HostTarget(NATIVE, 1.0, None, None)

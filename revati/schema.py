@@ -242,9 +242,9 @@ OP_SAMPLES = pa.schema([
     _f("origin_row", _I64),
 ])
 
-# Fitted per-op duration models (revati.replay.fitting), one row per (gpu, family, dtype),
+# Fitted per-op duration models (revati.replay.model_fit.fitting), one row per (gpu, family, dtype),
 # stored under models/<gpu>/models.parquet. A model is an analytic base times a residual on a
-# grid over log-transformed axes (revati.replay.gridmodel); the axes are stored as parameter
+# grid over log-transformed axes (revati.replay.model_fit.gridmodel); the axes are stored as parameter
 # products so that a saved model does not depend on the code that defined them.
 FITTED_MODELS = pa.schema([
     RUN_ID,                             # one id per `revati models fit`

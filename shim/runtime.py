@@ -39,7 +39,7 @@ class DispatchStats:
 
 
 def _load_predictor(config: EmulationConfig):
-    from revati.replay import predictor as pred
+    from revati.replay.prediction import predictor as pred
 
     loader = getattr(pred, "load_predictor", None)
     if loader is not None:

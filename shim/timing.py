@@ -11,7 +11,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 
 from revati.replay.op_mapping import GenericOp, VocabOp, map_op
-from revati.replay.predictor import Predictor
+from revati.replay.prediction.predictor import Predictor
 
 _DTYPE_NAMES = {
     torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",

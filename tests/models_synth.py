@@ -1,6 +1,6 @@
 """Synthetic op_samples with a known answer, for the model tests.
 
-Durations follow the base law of revati.replay.gridmodel exactly (kernel floor plus a smooth
+Durations follow the base law of revati.replay.model_fit.gridmodel exactly (kernel floor plus a smooth
 max of compute and memory time) times a known per-shape factor and optional noise, so a fit
 must recover the law and predict unseen shapes from it.
 """

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from revati.replay.predictor import load_predictor
+from revati.replay.prediction.predictor import load_predictor
 
 PROGRAMS = Path(__file__).parent / "programs"
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from revati import parquet_io, paths, schema
 from revati.cli import cli
-from revati.replay import db as kdb
+from revati.replay.kernel_db import db as kdb
 
 import db_samples
 

@@ -14,7 +14,7 @@ import pytest
 
 from revati import parquet_io, paths
 from revati.errors import BadInput
-from revati.replay.importers import aiconfigurator, common, vidur
+from revati.replay.kernel_db.importers import aiconfigurator, common, vidur
 
 import db_samples
 

@@ -1,6 +1,6 @@
 """Every import the package makes is declared: what a fresh install from README gets is enough.
 
-A fresh install once failed 37 tests because ``replay/gridmodel.py`` imports scipy inside a
+A fresh install once failed 37 tests because ``replay/model_fit/gridmodel.py`` imports scipy inside a
 function and nothing declared it; CI stayed green because its machine had scipy by hand. These
 tests read the source (every import, also inside functions) and the environment they run in
 (CI runs them in a new virtual environment built from README's install command).
@@ -123,7 +123,7 @@ def test_declared_dependencies_are_installed_here():
 
 
 def test_scipy_is_found_where_model_fitting_needs_it():
-    # The import that a fresh install once lacked (replay/gridmodel.py, replay/fitting.py).
+    # The import that a fresh install once lacked (replay/model_fit/gridmodel.py, replay/model_fit/fitting.py).
     assert importlib.util.find_spec("scipy.optimize") is not None
     assert importlib.util.find_spec("scipy.spatial") is not None
 

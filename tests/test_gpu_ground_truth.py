@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from revati.replay.trace_ops import load_trace_ops
+from revati.replay.kernel_db.trace_ops import load_trace_ops
 from revati.run_folder import read_run_table
 
 PY = sys.executable

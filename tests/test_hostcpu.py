@@ -53,7 +53,7 @@ def test_unknown_target_names_the_known_ones():
 
 
 def test_auto_uses_the_score_traced_on_the_target_gpus_box():
-    from revati.replay.db import traced_host_score
+    from revati.replay.kernel_db.db import traced_host_score
 
     def auto(gpu):
         return hostcpu.resolve_target("auto", here=_here(0.3), traced=traced_host_score(gpu))

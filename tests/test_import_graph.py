@@ -24,14 +24,28 @@ def package_of(module: str) -> str | None:
     return f"revati.{parts[1]}" if len(parts) > 1 and parts[1] in SUBPACKAGES else "revati (core)"
 
 
-def import_graph() -> dict[str, dict[str, set[str]]]:
-    """package -> imported package -> files that import it."""
+def replay_part_of(module: str) -> str | None:
+    """Which part of revati.replay a module is in: a sub-package, or "shared" (its top-level modules)."""
+    parts = module.split(".")
+    if parts[:2] != ["revati", "replay"]:
+        return None
+    if len(parts) == 2:
+        return "replay (shared)"
+    return f"replay.{parts[2]}" if parts[2] in REPLAY_ORDER else "replay (shared)"
+
+
+# Each part may import only the parts before it (replay/__init__.py says why this order).
+REPLAY_ORDER = ("kernel_db", "model_fit", "prediction", "trace_replay")
+
+
+def import_graph(classify=package_of) -> dict[str, dict[str, set[str]]]:
+    """package -> imported package -> files that import it, packages as ``classify`` names them."""
     graph: dict[str, dict[str, set[str]]] = {}
     for root, folder in SOURCE_DIRS.items():
         for path in folder.rglob("*.py"):
             if "__pycache__" in path.parts or path.name == "__main__.py":
                 continue
-            src = package_of(".".join((root, *path.relative_to(folder).with_suffix("").parts)))
+            src = classify(".".join((root, *path.relative_to(folder).with_suffix("").parts)))
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Import):
                     names = [a.name for a in node.names]
@@ -40,8 +54,8 @@ def import_graph() -> dict[str, dict[str, set[str]]]:
                 else:
                     continue
                 for name in names:
-                    dst = package_of(name)
-                    if dst is not None and dst != src:
+                    dst = classify(name)
+                    if src is not None and dst is not None and dst != src:
                         graph.setdefault(src, {}).setdefault(dst, set()).add(str(path.relative_to(REPO)))
     return graph
 
@@ -92,3 +106,12 @@ def test_no_cycle_between_revatis_packages():
     found = cycles(graph)
     detail = {tuple(c): {(a, b): sorted(graph[a][b])[:3] for a in c for b in c if b in graph.get(a, {})} for c in found}
     assert found == [], detail
+
+
+def test_replay_sub_packages_import_only_the_ones_before_them():
+    graph = import_graph(replay_part_of)
+    rank = {"replay (shared)": -1} | {f"replay.{name}": i for i, name in enumerate(REPLAY_ORDER)}
+    assert set(graph) >= {"replay.model_fit", "replay.prediction"}  # the walk saw imports
+    backwards = {(a, b): sorted(files)[:3] for a, deps in graph.items() for b, files in deps.items()
+                 if rank[b] >= rank[a]}
+    assert backwards == {}

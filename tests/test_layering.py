@@ -1,7 +1,7 @@
 """Layering: where two packages meet, imports go one way only.
 
 - **replay never imports the tracer.** The tracer calls into replay (after a run it derives the
-  op samples, revati.replay.trace_samples); what both need -- the run-folder layout and the
+  op samples, revati.replay.kernel_db.trace_samples); what both need -- the run-folder layout and the
   table builders -- lives in the core (revati.run_folder, revati.tables, revati.schema).
 - **the bench never imports the shim.** The benchmark client and server read the clocks their
   caller gives them (revati.bench.clock.Clock); the caller that runs under ``revati emulate``

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from revati import paths
-from revati.replay import model_store
-from revati.replay.predictor import load_predictor
+from revati.replay.model_fit import model_store
+from revati.replay.prediction.predictor import load_predictor
 
 TARGETS = ("gemm", "attn_prefill", "attn_decode", "all_reduce")
 SHAPES = {

@@ -10,7 +10,8 @@ import pytest
 import models_synth as synth
 from revati import parquet_io
 from revati.errors import BadInput, ModelNotFound, UnknownGPU
-from revati.replay import fitting, model_store, samples
+from revati.replay.model_fit import fitting, model_store
+from revati.replay.kernel_db import samples
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from revati.replay import gridmodel
+from revati.replay.model_fit import gridmodel
 
 LAW = (math.log(4000.0), math.log(600e3), math.log(2500.0), 3.0)
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from revati.replay import holdout
+from revati.replay.model_fit import holdout
 
 
 def _grid():

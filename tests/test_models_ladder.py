@@ -1,5 +1,5 @@
 """Stacks as data and the prediction ladder: Note [Kernel stacks] (revati/replay/stacks.py) and
-Note [Prediction ladder] (revati/replay/measured.py)."""
+Note [Prediction ladder] (revati/replay/prediction/measured.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 
 import models_synth as synth
 from revati import parquet_io, paths, tables, vocab
-from revati.replay import fitting, model_store, roofline, stacks
-from revati.replay.measured import MeasuredTable
-from revati.replay.predictor import load_predictor
+from revati.replay.model_fit import fitting, model_store
+from revati.replay import roofline, stacks
+from revati.replay.prediction.measured import MeasuredTable
+from revati.replay.prediction.predictor import load_predictor
 
 TORCH_SW = "transformers 5.25.0, torch 2.11.0, triton 3.6.0, python 3.12.3"
 
@@ -124,7 +125,7 @@ def test_the_users_own_traces_win_over_everything_shipped():
 
 
 def test_ladder_report_holds_out_whole_sweep_points_and_never_answers_them_measured():
-    from revati.replay import ladder_report
+    from revati.replay.prediction import ladder_report
 
     rows = _gemm_rows("torch-2.11", [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]) + \
         _gemm_rows("vllm-0.24.0", [1, 4, 16, 64, 256], scale=0.8)

@@ -7,8 +7,9 @@ import pytest
 import models_synth as synth
 from revati import paths
 from revati.errors import ModelNotFound, UnknownGPU, UnsupportedOp
-from revati.replay import fitting, model_store, roofline
-from revati.replay.predictor import Predictor, load_predictor
+from revati.replay.model_fit import fitting, model_store
+from revati.replay import roofline
+from revati.replay.prediction.predictor import Predictor, load_predictor
 
 
 @pytest.fixture(scope="module")

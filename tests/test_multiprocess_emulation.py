@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from proc_helpers import pids_with
-from revati.replay.predictor import load_predictor
+from revati.replay.prediction.predictor import load_predictor
 
 PROGRAMS = Path(__file__).parent / "programs"
 

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from kineto_traces import write_gpu_run
 from revati import parquet_io, schema
 from revati.cli import cli
-from revati.replay import replay as replay_mod
-from revati.replay.predictor import Predictor
-from revati.replay.trace_ops import load_trace_ops
-from revati.replay.trace_samples import derive_op_samples, write_op_samples
+from revati.replay.trace_replay import replay as replay_mod
+from revati.replay.prediction.predictor import Predictor
+from revati.replay.kernel_db.trace_ops import load_trace_ops
+from revati.replay.kernel_db.trace_samples import derive_op_samples, write_op_samples
 from revati.run_folder import read_run_table
 
 

@@ -12,7 +12,7 @@ import textwrap
 import duckdb
 import pytest
 
-from revati.replay.trace_ops import load_trace_ops
+from revati.replay.kernel_db.trace_ops import load_trace_ops
 from revati.run_folder import read_proc_metas, read_run_table
 
 PY = sys.executable

@@ -28,7 +28,7 @@ the id of the innermost op open on the launching thread. ``containment``: no Ext
 runtime call's start time is placed inside the innermost op of the same thread.
 ``graph_launch``: the kernel ran inside a CUDA graph (graph id set) and is linked to the op that
 replayed the graph. Links point at the *innermost* op (often ``aten::mm`` under ``aten::linear``);
-readers sum an op's subtree (see replay/trace_ops.py).
+readers sum an op's subtree (see replay/kernel_db/trace_ops.py).
 
 Kineto writes kernels' static + dynamic shared memory as one number ("shared memory"); it is
 stored in ``dynamic_smem_bytes`` with ``static_smem_bytes`` left null (unknown split).

@@ -281,7 +281,7 @@ def finalize_run(config: TraceConfig, cmd: list[str], started_at_ns: int, host_g
     result.notes = [n for n in dict.fromkeys(notes) if n]
     if result.device_timing:
         try:
-            from revati.replay.trace_samples import write_op_samples
+            from revati.replay.kernel_db.trace_samples import write_op_samples
 
             result.op_samples = write_op_samples(run_dir)
         except Exception as exc:  # noqa: BLE001 - the trace itself is complete; say what failed

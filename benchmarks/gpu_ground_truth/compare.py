@@ -69,8 +69,8 @@ def kernel_table(folder: Path, gpu: str) -> dict:
     """
     from revati import paths
     from revati.replay import roofline, stacks
-    from revati.replay.measured import MeasuredTable
-    from revati.replay.predictor import load_predictor
+    from revati.replay.prediction.measured import MeasuredTable
+    from revati.replay.prediction.predictor import load_predictor
 
     rows = pq.read_table(folder / "gt-micro" / "op_samples.parquet").to_pylist()
     stack = stacks.stack_of(rows[0]["source"], rows[0]["software"])

@@ -1,6 +1,6 @@
 """``revati db``: the kernel database (DuckDB views over every trace and import).
 
-Logic lives in ``revati.replay.db`` and ``revati.replay.importers``; this module parses options,
+Logic lives in ``revati.replay.kernel_db.db`` and ``revati.replay.kernel_db.importers``; this module parses options,
 draws progress and tables with rich, and turns typed errors into one-line messages (through
 the top-level group).
 """
@@ -72,7 +72,7 @@ def import_(source: str, paths: tuple[Path, ...], dest: Path | None, gpus: tuple
       revati db import vidur /data/vidur/compute --to traces/imports/vidur
     """
     from revati import paths as rpaths
-    from revati.replay.importers import aiconfigurator, common, vidur
+    from revati.replay.kernel_db.importers import aiconfigurator, common, vidur
 
     if source == "aiconfigurator" and software:
         raise BadInput("--software", "only for vidur (AIConfigurator tables name their own versions)")
@@ -163,7 +163,7 @@ def _print_import_summary(result, dest: Path, written: list[Path]) -> None:
 
 
 def _open_db():
-    from revati.replay.db import KernelDB
+    from revati.replay.kernel_db.db import KernelDB
 
     return KernelDB.open()
 
@@ -172,7 +172,7 @@ def _print_table(table, title: str | None = None) -> None:
     import pyarrow as pa
     from rich.table import Table
 
-    from revati.replay import db_output
+    from revati.replay.kernel_db import db_output
 
     out = Table(title=title, show_lines=False)
     for field in table.schema:
@@ -215,7 +215,7 @@ def query(sql: str, fmt: str, output: Path | None) -> None:
       revati db query "SELECT * FROM op_samples WHERE op = 'all_reduce'" --format parquet -o ar.parquet
     """
     from revati import parquet_io
-    from revati.replay import db_output
+    from revati.replay.kernel_db import db_output
 
     if fmt == "parquet" and output is None:
         raise click.UsageError("--format parquet writes binary data: give -o FILE")

@@ -191,7 +191,7 @@ def _host_target(host_cpu: str, host_speed: float | None, gpu: str, no_host_cpu:
         return hostcpu.HostTarget(hostcpu.NATIVE, 1.0, None, None)
     traced = None
     if host_cpu == hostcpu.AUTO:
-        from revati.replay.db import traced_host_score
+        from revati.replay.kernel_db.db import traced_host_score
 
         traced = traced_host_score(gpu)
     return hostcpu.resolve_target(host_cpu, traced=traced)

@@ -63,7 +63,8 @@ def fit_cmd(gpu_names, all_gpus, families, trace_dirs, no_embedded_traces, out_d
     from rich.table import Table
 
     from revati import paths
-    from revati.replay import fitting, model_store, samples
+    from revati.replay.model_fit import fitting, model_store
+    from revati.replay.kernel_db import samples
 
     console = Console(stderr=True, quiet=False)
     if not gpu_names and not all_gpus:
@@ -146,8 +147,8 @@ def predict_cmd(gpu, input_path, output, fmt, models_dir, kernel_stack, detail) 
       revati models predict --gpu a100 ops.parquet -o predicted.parquet
       revati models predict --gpu h100 --kernel-stack vllm --detail ops.csv
     """
-    from revati.replay import predict_table
-    from revati.replay.predictor import load_predictor
+    from revati.replay.prediction import predict_table
+    from revati.replay.prediction.predictor import load_predictor
 
     predictor = load_predictor(gpu, models_dir=models_dir, measured=None if models_dir is None else False,
                                kernel_stack=kernel_stack, engine="torch")
@@ -221,7 +222,7 @@ def report_cmd(gpu, models_dir, as_json, worst, ladder, stack_name) -> None:
         return
     if stack_name is not None:
         raise click.UsageError("--stack goes with --ladder")
-    from revati.replay import model_report
+    from revati.replay.model_fit import model_report
 
     data = model_report.collect(gpu, models_dir)
     if as_json:
@@ -236,7 +237,8 @@ def _ladder_report(gpu: str, as_json: bool, stack_name: str | None) -> None:
     import json
 
     from revati.errors import BadInput
-    from revati.replay import ladder_report, stacks
+    from revati.replay.prediction import ladder_report
+    from revati.replay import stacks
 
     rows = ladder_report.evaluate(gpu)
     if stack_name is not None:

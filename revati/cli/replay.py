@@ -26,7 +26,7 @@ def replay(run_dir: Path, gpu: str | None, as_json: bool) -> None:
       revati replay traces/my-run                 # on the GPU it was traced on
       revati replay traces/my-run --gpu a100 --json
     """
-    from revati.replay.replay import replay_run
+    from revati.replay.trace_replay.replay import replay_run
 
     report = replay_run(run_dir, gpu=gpu)
     if as_json:

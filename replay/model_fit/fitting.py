@@ -13,8 +13,8 @@ Steps, per family with data for the GPU:
    current vLLM runs (:data:`KERNEL_PREFERENCE`), on one switch-connected node, from
    AIConfigurator before Vidur, newest software version first. Labels of one kernel are
    grouped (:data:`KERNEL_GROUPS`).
-3. **Form by held-out error**: every candidate (axis set x form, :mod:`revati.replay.gridmodel`)
-   is fitted on the training part of each honest fold (:mod:`revati.replay.holdout`) and scored
+3. **Form by held-out error**: every candidate (axis set x form, :mod:`revati.replay.model_fit.gridmodel`)
+   is fitted on the training part of each honest fold (:mod:`revati.replay.model_fit.holdout`) and scored
    on the held-out part; the lowest pooled MAPE wins (a refused row counts as 100% error) and
    is refitted on all rows.
 4. **Cross-source check**: the chosen form fitted on one source predicts the shapes another
@@ -23,7 +23,7 @@ Steps, per family with data for the GPU:
 
 Example::
 
-    from revati.replay import fitting, model_store
+    from revati.replay.model_fit import fitting, model_store
     result = fitting.fit_gpu(fitting.FitConfig(gpu="h100"))
     model_store.save(result, "models/")
 """
@@ -44,7 +44,9 @@ import numpy as np
 
 from revati import gpus, vocab
 from revati.errors import BadInput
-from revati.replay import features, gridmodel, holdout, samples
+from revati.replay import features
+from revati.replay.model_fit import gridmodel, holdout
+from revati.replay.kernel_db import samples
 
 # Kernel sources in order of preference, per family (regular expressions, case-insensitive):
 # what a current vLLM runs by default on the GPUs in the database.

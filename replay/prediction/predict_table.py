@@ -14,8 +14,8 @@ no op uses.
 
 Example::
 
-    from revati.replay import predict_table
-    from revati.replay.predictor import load_predictor
+    from revati.replay.prediction import predict_table
+    from revati.replay.prediction.predictor import load_predictor
     out = predict_table.predict_file(load_predictor("h100"), "ops.csv")
 """
 

@@ -17,7 +17,7 @@ naming the donor, and no rows are copied.
 
 Example::
 
-    from revati.replay.importers import aiconfigurator
+    from revati.replay.kernel_db.importers import aiconfigurator
     result = aiconfigurator.import_paths(["/data/aiconfigurator"], gpus=["h100"], latest_only=True)
 
 Facts taken from the collector sources (ai-dynamo/aiconfigurator @ 095f58a5):
@@ -59,7 +59,7 @@ import yaml
 from revati import vocab
 from revati.errors import BadInput
 
-from revati.replay.importers import common
+from revati.replay.kernel_db.importers import common
 
 SOURCE = "aiconfigurator"
 

@@ -1,14 +1,14 @@
 """`revati models report`: how good the fitted models are, from what `revati models fit` stored.
 
 Sections: per family and dtype the chosen form and its held-out error (MAPE, median and p90
-absolute percentage error over honest hold-outs, :mod:`revati.replay.holdout`); the error per
+absolute percentage error over honest hold-outs, :mod:`revati.replay.model_fit.holdout`); the error per
 hold-out fold; the candidates the form was chosen from; the worst held-out shapes; and the
 cross-source check (fit on one source, predict another's shapes): the disagreement between
 software stacks, a floor under any model's error.
 
 Example::
 
-    from revati.replay import model_report
+    from revati.replay.model_fit import model_report
     data = model_report.collect("h100")          # plain dicts, JSON-ready
     model_report.render(data, console)
 """
@@ -19,7 +19,7 @@ import json
 import math
 from revati import gpus
 from revati.errors import ModelNotFound
-from revati.replay import model_store
+from revati.replay.model_fit import model_store
 
 TARGET_FAMILIES = ("gemm", "attn_prefill", "attn_decode", "all_reduce")
 TARGET_MAPE_PCT = 5.0

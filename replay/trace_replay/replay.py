@@ -1,14 +1,14 @@
 """Re-time a traced run's op sequence with the predictor; compare with what the GPU measured.
 
-The model's error on real programs: every unit of the traced op tree (replay/trace_ops.py) is
-predicted for the target GPU (:class:`revati.replay.predictor.Predictor`: fitted family models,
+The model's error on real programs: every unit of the traced op tree (replay/kernel_db/trace_ops.py) is
+predicted for the target GPU (:class:`revati.replay.prediction.predictor.Predictor`: fitted family models,
 else the roofline, fallbacks counted) and set against the device time its kernels took, per op
 family and in total. A CPU-only trace has no device time: only predictions are reported, and
 the report says so.
 
 Example::
 
-    from revati.replay.replay import replay_run
+    from revati.replay.trace_replay.replay import replay_run
     report = replay_run("traces/hf-generate-h100", gpu="h100")
     print(report.total_predicted_ns, report.total_measured_ns)
 """
@@ -23,8 +23,8 @@ from typing import Any, Callable
 from revati import gpus
 from revati.errors import BadInput
 from revati.replay.op_mapping import GenericOp, VocabOp
-from revati.replay.predictor import Predictor
-from revati.replay.trace_ops import Unit, load_trace_ops
+from revati.replay.prediction.predictor import Predictor
+from revati.replay.kernel_db.trace_ops import Unit, load_trace_ops
 from revati.run_folder import check_run_dir, read_run_table
 
 NO_MEASURED = "the trace has no device timing (recorded without a GPU): predicted times only"

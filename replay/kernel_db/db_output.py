@@ -2,7 +2,7 @@
 
 Example::
 
-    from revati.replay import db_output
+    from revati.replay.kernel_db import db_output
     data = db_output.encode(arrow_table, "csv")
 """
 

@@ -8,7 +8,7 @@ Three kinds of files, found by their place in Vidur's layout:
 
 Example::
 
-    from revati.replay.importers import vidur
+    from revati.replay.kernel_db.importers import vidur
     result = vidur.import_paths(["/data/vidur"], gpus=["h100", "a100"])
     print(result.counts())        # {('h100_sxm', 'gemm'): ..., ...}
 
@@ -46,8 +46,8 @@ import pyarrow as pa
 
 from revati.errors import BadInput
 
-from revati.replay.importers import common
-from revati.replay.importers.csvfile import LINE_OFFSET, CsvFile, read_csv
+from revati.replay.kernel_db.importers import common
+from revati.replay.kernel_db.importers.csvfile import LINE_OFFSET, CsvFile, read_csv
 
 SOURCE = "vidur"
 DEFAULT_SOFTWARE = "sarathi-serve (vidur)"

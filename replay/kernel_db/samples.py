@@ -1,4 +1,4 @@
-"""The ``op_samples`` table for fitting: the kernel database's DuckDB view (revati.replay.db).
+"""The ``op_samples`` table for fitting: the kernel database's DuckDB view (revati.replay.kernel_db.db).
 
 Reads the embedded ``traces/`` folder (unless told not to), ``$REVATI_HOME/traces`` (always,
 as ``revati db`` does) and any extra folders given; every file the view reads is validated by
@@ -6,7 +6,7 @@ the kernel database first, so a foreign or truncated file is a one-line error na
 
 Example::
 
-    from revati.replay import samples
+    from revati.replay.kernel_db import samples
     con = samples.connect()                      # DuckDB connection with view op_samples
     con.sql("SELECT gpu, op, count(*) FROM op_samples GROUP BY ALL").show()
 """
@@ -37,6 +37,6 @@ def roots(extra_dirs: Sequence[os.PathLike | str] = (), include_embedded: bool =
 
 def connect(extra_dirs: Sequence[os.PathLike | str] = (), include_embedded: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose view ``op_samples`` reads the given trace roots."""
-    from revati.replay.db import KernelDB
+    from revati.replay.kernel_db.db import KernelDB
 
     return KernelDB.open(roots=roots(extra_dirs, include_embedded)).con

@@ -24,9 +24,9 @@ import statistics
 from typing import Iterable
 
 from revati import gpus
-from revati.replay import measured as measured_mod
+from revati.replay.prediction import measured as measured_mod
 from revati.replay import roofline, stacks
-from revati.replay.measured import FAMILIES, SWEEP, MeasuredTable
+from revati.replay.prediction.measured import FAMILIES, SWEEP, MeasuredTable
 
 TUNED_ROOFLINE = roofline.RooflineParams(kernel_floor_ns=5_000.0)
 HOLD_EVERY = 3
@@ -65,7 +65,7 @@ def _subset(items: list, limit: int) -> list:
 
 def evaluate(gpu: str, families: Iterable[str] = tuple(FAMILIES), dtype: str = "bf16",
              max_rows: int = MAX_ROWS, table: MeasuredTable | None = None) -> list[dict]:
-    from revati.replay.predictor import load_predictor
+    from revati.replay.prediction.predictor import load_predictor
 
     key = gpus.resolve_key(gpu)
     table = table or MeasuredTable(key)
@@ -112,7 +112,7 @@ def evaluate(gpu: str, families: Iterable[str] = tuple(FAMILIES), dtype: str = "
 
 
 def _score(key, fam, dtype, shapes, rows, table, order, models_only, only_measured: bool = False):
-    from revati.replay.predictor import Predictor
+    from revati.replay.prediction.predictor import Predictor
 
     p = Predictor(key, models_only.models, measured=table, engine="torch")
     p.set_stack_order(fam, dtype, order)

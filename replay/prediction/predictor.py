@@ -9,7 +9,7 @@ own under ``$REVATI_HOME/models/<gpu>`` if any, else the embedded default.
 
 Example::
 
-    from revati.replay.predictor import load_predictor
+    from revati.replay.prediction.predictor import load_predictor
     p = load_predictor("h100")
     p.predict_ns("gemm", {"m": 4096, "n": 4096, "k": 4096}, "bf16")   # ns
     print(p.stats.line())
@@ -25,7 +25,7 @@ from typing import Callable, Mapping
 from revati import gpus, vocab
 from revati.gpus import GPUSpec
 from revati.replay import features, roofline
-from revati.replay.measured import FAMILIES as MEASURED_FAMILIES
+from revati.replay.prediction.measured import FAMILIES as MEASURED_FAMILIES
 
 # Dtypes that run on the same units at the same rate: a model fitted on one answers for the
 # other (fp16 and bf16 tensor-core GEMMs and attention are equally fast).
@@ -55,7 +55,7 @@ class PredictorStats:
         return f"predictor: {self.calls} calls, {hit:.1%} cached, roofline fallbacks: {fb}"
 
 
-# What answered a prediction (Note [Prediction ladder] in revati/replay/measured.py).
+# What answered a prediction (Note [Prediction ladder] in revati/replay/prediction/measured.py).
 MEASURED, INTERPOLATED, MODEL, REGRESSION, ROOFLINE = "measured", "interpolated", "model", "regression", "roofline"
 
 
@@ -70,7 +70,7 @@ def running_engine() -> str:
 class Predictor:
     """Predicts op durations for one GPU: measured shapes, fitted family models, else the roofline.
 
-    ``measured``: a :class:`revati.replay.measured.MeasuredTable` (None: models and roofline
+    ``measured``: a :class:`revati.replay.prediction.measured.MeasuredTable` (None: models and roofline
     only). ``kernel_stack``: the stack asked first after the user's own (``--kernel-stack``);
     ``engine``: ``"vllm"``, ``"torch"`` or a callable answering it when first needed (the
     default looks at what the process imported). Note [Kernel stacks], Note [Prediction ladder].
@@ -107,13 +107,13 @@ class Predictor:
 
     def set_stack_order(self, op: str, dtype: str, order: list[str]) -> None:
         """Ask the measured rungs for ``op`` these stacks only, in this order (evaluations)."""
-        from revati.replay import measured as measured_mod
+        from revati.replay.prediction import measured as measured_mod
 
         self._orders[(op, measured_mod.dtype_class(dtype))] = list(order)
 
     def stack_order(self, op: str, dtype: str) -> list[str]:
         """The stacks the measured rungs ask, in order (Note [Kernel stacks])."""
-        from revati.replay import measured as measured_mod
+        from revati.replay.prediction import measured as measured_mod
         from revati.replay import stacks
 
         key = (op, measured_mod.dtype_class(dtype))
@@ -256,7 +256,7 @@ def load_predictor(gpu: str, models_dir=None, roofline_params: roofline.Roofline
     :class:`Predictor`.
     """
     from revati.errors import ModelNotFound
-    from revati.replay import model_store
+    from revati.replay.model_fit import model_store
 
     spec = gpus.get(gpu)
     if models_dir is not None:
@@ -276,7 +276,7 @@ def load_predictor(gpu: str, models_dir=None, roofline_params: roofline.Roofline
         by_family.setdefault(family, []).append(sm)
     table = None
     if measured if measured is not None else models_dir is None:
-        from revati.replay.measured import MeasuredTable
+        from revati.replay.prediction.measured import MeasuredTable
 
         table = MeasuredTable(spec.key)
     predictor = Predictor(spec, {f: FamilyModels(f, ms) for f, ms in by_family.items()}, roofline_params,

@@ -25,7 +25,7 @@ reported as a one-line error naming it instead of a DuckDB stack trace.
 
 Example::
 
-    from revati.replay.db import KernelDB
+    from revati.replay.kernel_db.db import KernelDB
     with KernelDB.open() as kdb:
         print(kdb.query("SELECT op, count(*) AS n FROM op_samples GROUP BY op").to_pylist())
 """

@@ -11,7 +11,7 @@ user's, else the embedded one.
 
 Example::
 
-    from revati.replay import model_store
+    from revati.replay.model_fit import model_store
     stored = model_store.load("h100")            # list[StoredModel] from the first folder found
     stored[0].family, stored[0].dtype, stored[0].model.form
 """
@@ -28,7 +28,8 @@ import pyarrow as pa
 
 from revati import __version__, gpus, parquet_io, paths
 from revati.errors import ModelNotFound
-from revati.replay import features, gridmodel
+from revati.replay import features
+from revati.replay.model_fit import gridmodel
 
 MODELS_FILE = "models.parquet"
 EVALS_FILE = "evaluations.parquet"
@@ -61,7 +62,7 @@ def _quantised(residual: np.ndarray) -> list[float]:
 
 
 def models_table(result) -> pa.Table:
-    """The ``fitted_models`` table of a :class:`revati.replay.fitting.FitResult`."""
+    """The ``fitted_models`` table of a :class:`revati.replay.model_fit.fitting.FitResult`."""
     now = time.time_ns()
     rows = []
     for m in result.models:

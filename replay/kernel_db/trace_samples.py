@@ -1,6 +1,6 @@
 """Timed ops from a real trace, in the common vocabulary: ``op_samples`` rows (source='trace').
 
-Each unit of the traced op tree (replay/trace_ops.py) that maps to exactly one vocabulary op
+Each unit of the traced op tree (replay/kernel_db/trace_ops.py) that maps to exactly one vocabulary op
 and has device time becomes a sample; samples with the same (family, parameters, dtype) are
 aggregated (count, min, median, mean, std, max of the summed kernel time per call). ``revati
 trace`` writes them to ``RUN_DIR/op_samples.parquet`` when the run has device timing, where the
@@ -8,7 +8,7 @@ database's ``**/op_samples*.parquet`` view and ``revati models fit`` find them.
 
 Example::
 
-    from revati.replay.trace_samples import derive_op_samples
+    from revati.replay.kernel_db.trace_samples import derive_op_samples
     table = derive_op_samples("traces/gemm-h100")    # pyarrow Table in the op_samples schema
 """
 
@@ -23,7 +23,7 @@ import pyarrow as pa
 from revati import parquet_io, schema, vocab
 from revati.errors import BadInput
 from revati.replay.op_mapping import VocabOp
-from revati.replay.trace_ops import load_trace_ops
+from revati.replay.kernel_db.trace_ops import load_trace_ops
 from revati.run_folder import OP_SAMPLES_FILE, check_run_dir, read_run_table
 from revati.tables import rows_to_table
 

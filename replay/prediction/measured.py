@@ -10,7 +10,7 @@ For an op of a fitted family the predictor answers with the first rung that appl
    only along the family's sweep axis (m for a GEMM, the KV length for decode attention, the
    prompt length for prefill): interpolation between those two neighbours, linear in the op's
    FLOPs (``benchmarks/gpu_ground_truth/compare.py`` scores it on held-out sweep points);
-3. ``model``: the fitted model (revati/replay/gridmodel.py) -- inside the range it was fitted
+3. ``model``: the fitted model (revati/replay/model_fit/gridmodel.py) -- inside the range it was fitted
    on (``model``), or extrapolated within its margin (``regression``);
 4. ``roofline``: beyond the model's range, counted as a fallback.
 
@@ -100,7 +100,7 @@ class _StackRows:
         # along each sweep (m for a GEMM, KV length for decode, and prompt length squared for
         # causal prefill) between neighbours in the same kernel regime. Log-log interpolation
         # scored worse on the held-out sweep points of the H100 trace (prefill 23.8% vs 15.5%,
-        # decode 13.0% vs 7.1%; revati.replay.ladder_report) and no better on GEMMs.
+        # decode 13.0% vs 7.1%; revati.replay.prediction.ladder_report) and no better on GEMMs.
         f, f0, f1 = (self._work(shape, v) for v in (x, x0, x1))
         w = (f - f0) / (f1 - f0) if f1 > f0 else (x - x0) / (x1 - x0)
         return t0 + w * (t1 - t0), "interpolated"

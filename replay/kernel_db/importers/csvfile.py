@@ -14,7 +14,7 @@ import numpy as np
 
 from revati.errors import BadInput
 
-from revati.replay.importers.common import row_label
+from revati.replay.kernel_db.importers.common import row_label
 
 LINE_OFFSET = 2   # data row 0 is line 2
 
