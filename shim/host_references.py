@@ -3,7 +3,7 @@ filter] in revati/shim/clock.py): loaded when a process starts, merged back when
 
 A segment's key is the pair of op names around it, so the same pair means different Python in
 different programs: references are kept per program (the command's first two words, e.g.
-``vllm serve`` or ``-m revati.shim.drivers.hf_cb``) and per machine (the host calibration's key:
+``vllm serve`` or ``-m revati.drivers.hf_cb``) and per machine (the host calibration's key:
 CPU model, Python and numpy versions).
 """
 

@@ -145,7 +145,7 @@ def test_every_shipped_model_name_resolves_without_the_hub():
     from transformers import AutoConfig
 
     from revati import models_zoo
-    from revati.shim.drivers import hf_cb
+    from revati.drivers import hf_cb
 
     readme = {"llama-2-7b", "llama-2-70b", "llama-3-8b", "qwen2.5-7b", "mistral-7b", "tiny-llama"}
     assert readme <= set(hf_cb.known_models()) and set(models_zoo.names()) <= set(hf_cb.known_models())

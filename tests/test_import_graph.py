@@ -1,7 +1,7 @@
 """No import cycle between revati's packages (every import, also inside functions, counts).
 
 Packages: the core (``revati/*.py``: schema, errors, run folders, tables, ...), and each
-sub-package (tracer, replay, shim, cli, bench, sweep, report, workload, metrics, models_zoo).
+sub-package (tracer, replay, shim, cli, bench, sweep, report, workload, metrics, models_zoo, drivers).
 A cycle (replay importing tracer's run folders while tracer calls into replay, say) means a
 layer cannot be understood, tested or replaced alone. Entry points (``__main__.py``) are left
 out: they only start the CLI.
@@ -14,7 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SOURCE_DIRS = {"revati": REPO / "revati", "revati.tracer": REPO / "tracer",
                "revati.replay": REPO / "replay", "revati.shim": REPO / "shim"}
-SUBPACKAGES = ("tracer", "replay", "shim", "cli", "bench", "sweep", "report", "workload", "metrics", "models_zoo")
+SUBPACKAGES = ("tracer", "replay", "shim", "cli", "bench", "sweep", "report", "workload", "metrics", "models_zoo",
+               "drivers")
 
 
 def package_of(module: str) -> str | None:

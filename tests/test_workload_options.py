@@ -49,7 +49,7 @@ CLICK_IDS = ["bench serve", "emulate"]
 
 
 def _hf_cb():
-    from revati.shim.drivers import hf_cb
+    from revati.drivers import hf_cb
 
     return hf_cb
 
@@ -85,7 +85,7 @@ def test_the_drivers_argparse_flags_are_the_same():
 
 
 def test_the_driver_alone_and_revati_emulate_serve_the_same_workload():
-    """`python -m revati.shim.drivers.hf_cb` and `revati emulate` with no flags: the main job."""
+    """`python -m revati.drivers.hf_cb` and `revati emulate` with no flags: the main job."""
     main_job = main_job_options()
     assert (main_job.num_prompts, main_job.random_input_len) == (16, 256)   # small on purpose
     assert from_values(vars(_hf_cb().parse_args([]))) == main_job
@@ -153,7 +153,7 @@ def test_emulate_hands_its_workload_flags_to_the_main_jobs_driver():
                                    "--goodput", "ttft:9", "--goodput", "tpot:3"])
     assert res.exit_code == 0, res.output
     command = json.loads(res.stdout)["command"]
-    assert command[1:3] == ["-m", "revati.shim.drivers.hf_cb"]
+    assert command[1:3] == ["-m", "revati.drivers.hf_cb"]
     expected = WorkloadOptions(**{**MAIN_JOB_DEFAULTS, "num_prompts": 5, "random_input_len": 40,
                                   "goodput": ("ttft:9", "tpot:3")})
     assert from_values(vars(_hf_cb().parse_args(command[3:]))) == expected

@@ -59,12 +59,12 @@ if [[ ,$PHASES, == *,main,* ]]; then
     mkdir -p main
     phase calibrate 30 bash -c "\"$PY\" -m revati.hostcpu 15 > main/host_score.json"
     for rep in $(seq 1 "$MAIN_REPEATS"); do   # the GPU's own run-to-run spread
-        phase "main-job-$rep" "${LIMITS[0]}" "$PY" -m revati.shim.drivers.hf_cb --native --quiet "${MAIN[@]}" \
+        phase "main-job-$rep" "${LIMITS[0]}" "$PY" -m revati.drivers.hf_cb --native --quiet "${MAIN[@]}" \
             --result-dir "main/rate4-$rep"
     done
-    phase main-busy "${LIMITS[1]}" "$PY" -m revati.shim.drivers.hf_cb --native --quiet "${MAIN[@]}" "${MAIN_BUSY[@]}" \
+    phase main-busy "${LIMITS[1]}" "$PY" -m revati.drivers.hf_cb --native --quiet "${MAIN[@]}" "${MAIN_BUSY[@]}" \
         --result-dir main/busy
-    phase main-gqa "${LIMITS[1]}" "$PY" -m revati.shim.drivers.hf_cb --native --quiet "${MAIN[@]}" "${MAIN_GQA[@]}" \
+    phase main-gqa "${LIMITS[1]}" "$PY" -m revati.drivers.hf_cb --native --quiet "${MAIN[@]}" "${MAIN_GQA[@]}" \
         --result-dir main/gqa
     tar -czf "$DEST/gt-main.tar.gz" main
 fi

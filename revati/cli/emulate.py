@@ -99,7 +99,7 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
     if main_job or serve_port is not None:
         workload = to_argv(_check_workload(workload_flags))
     if main_job:
-        from revati.shim.drivers.hf_cb import model_source
+        from revati.drivers.hf_cb import model_source
 
         model_source(model, build=False)
     client_cmd = None
@@ -113,7 +113,7 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
                       "--result-dir", result_dir, "--quiet", *workload]
     if not command:
         # the main job's driver takes the same workload flags as revati's benchmark client
-        command = (sys.executable, "-m", "revati.shim.drivers.hf_cb", "--model", model, *workload)
+        command = (sys.executable, "-m", "revati.drivers.hf_cb", "--model", model, *workload)
         command += ("--result-dir", result_dir) if result_dir else ()
         command += ("--quiet",) if quiet else ()
     host = _host_target(host_cpu, host_speed, gpu, no_host_cpu)

@@ -1,7 +1,7 @@
 """The workload flags, declared once for every command that takes them.
 
 ``revati bench serve``, ``revati emulate`` (its main job, and the benchmark client it runs with
-``--serve-port``) and the main job's driver (``python -m revati.shim.drivers.hf_cb``) all take
+``--serve-port``) and the main job's driver (``python -m revati.drivers.hf_cb``) all take
 the same workload flags. :class:`WorkloadOptions` holds them: the fields of
 :class:`~revati.workload.spec.WorkloadConfig` plus the goodput SLOs, each declared with its
 default, help text and accepted values (:mod:`revati.workload.flags`). From it:

@@ -7,7 +7,7 @@ time -- and turns the per-token timestamps the manager records (time.perf_counte
 ``vllm bench serve``'s metrics.
 
     revati emulate --gpu h100 --num-prompts 16 --request-rate 4      # what `revati emulate` runs
-    python -m revati.shim.drivers.hf_cb --help                       # its own flags
+    python -m revati.drivers.hf_cb --help                       # its own flags
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def build_model(model: str, dtype: str, device: str = "cuda"):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m revati.shim.drivers.hf_cb", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m revati.drivers.hf_cb", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     ap.add_argument("--model", default="llama-2-7b", help="a shipped model (llama-2-7b, llama-2-70b, llama-3-8b, "
                                                           "qwen2.5-7b, mistral-7b, tiny-llama) or an HF model directory")
@@ -267,9 +267,9 @@ def _device_name(device: str) -> str:
 def _real_perf_counter(rt):
     if rt is None:
         return time.perf_counter
-    from revati.shim.vtime import REAL
+    from revati.shim import real
 
-    return REAL["perf_counter"]
+    return real.TIME["perf_counter"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not runtime.active() and not args.native:
         print("this driver runs under emulation: use `revati emulate` (with no command) or "
-              "`revati emulate -- python -m revati.shim.drivers.hf_cb ...`; on a real GPU, "
+              "`revati emulate -- python -m revati.drivers.hf_cb ...`; on a real GPU, "
               "--native measures the same workload", file=sys.stderr)
         return 2
 
