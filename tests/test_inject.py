@@ -24,3 +24,18 @@ def test_injected_sitecustomize_chains_to_shadowed_one(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('CHAINED'))"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_a_process_revati_cannot_load_into_stops_with_one_line(tmp_path):
+    # An emulation config the shim rejects: the program must not run without it (it would print
+    # "Error in sitecustomize" and go on unemulated).
+    env = inject.injection_env("emulate", {"gpu": "no-such-gpu"}, base_env={"PATH": "/usr/bin:/bin"})
+    out = subprocess.run([sys.executable, "-c", "print('the program ran')"], env=env,
+                         capture_output=True, text=True, cwd=tmp_path)
+    from revati._bootstrap import ACTIVATION_FAILED_EXIT
+
+    assert out.returncode == ACTIVATION_FAILED_EXIT, out
+    assert "the program ran" not in out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("revati: could not load into `-c`"), out.stderr
+    assert "no-such-gpu" in lines[0] and "Traceback" not in out.stderr
