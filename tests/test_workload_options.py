@@ -157,3 +157,17 @@ def test_emulate_hands_its_workload_flags_to_the_main_jobs_driver():
     expected = WorkloadOptions(**{**MAIN_JOB_DEFAULTS, "num_prompts": 5, "random_input_len": 40,
                                   "goodput": ("ttft:9", "tpot:3")})
     assert from_values(vars(_hf_cb().parse_args(command[3:]))) == expected
+
+
+def test_the_selftest_takes_the_shared_workload_flags(tmp_path, capsys):
+    from revati.bench import selftest
+
+    options = WorkloadOptions(num_prompts=7, request_rate=3.0, random_input_len=64, random_output_len=5,
+                              seed=4, goodput=("ttft:100",))
+    assert selftest.main(["--result-dir", str(tmp_path), *to_argv(options)]) == 0
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert result["workload"] == options.workload().to_json() and result["completed"] == 7
+    assert "request_goodput" in result   # the SLO reached the metrics
+    # a flag the model cannot honour is refused, not ignored
+    assert selftest.main(["--result-dir", str(tmp_path / "b"), "--max-concurrency", "2"]) == 2
+    assert "--max-concurrency" in capsys.readouterr().err

@@ -27,9 +27,12 @@ from revati.errors import RevatiError
 from revati.metrics.aggregate import MetricsConfig, compute_metrics
 from revati.metrics.records import RequestRecord, write_jsonl
 from revati.metrics.result import METRICS_FILE, REQUESTS_FILE, RunExtras, build_result, write_result
-from revati.workload.spec import WorkloadConfig, build_workload
+from revati.workload import options as workload_options
+from revati.workload.spec import build_workload
 
 STEP_OVERHEAD_S = 0.002     # scheduler + launch time per iteration, a round number
+# A demo's size: big enough for stable percentiles, small enough to run in a blink.
+SELFTEST_DEFAULTS = {"num_prompts": 200, "random_input_len": 512, "random_output_len": 128}
 
 
 def step_time_s(spec: gpus.GPUSpec, params: float, tp: int, prefill_tokens: int, decode_seqs: int) -> float:
@@ -80,14 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-params-b", type=float, default=7.0, help="parameters, in billions")
     ap.add_argument("--tensor-parallel-size", type=int, default=1)
     ap.add_argument("--max-num-seqs", type=int, default=64)
-    ap.add_argument("--dataset-name", default="random")
-    ap.add_argument("--dataset-path", default=None)
-    ap.add_argument("--num-prompts", type=int, default=200)
-    ap.add_argument("--request-rate", type=float, default=math.inf)
-    ap.add_argument("--burstiness", type=float, default=1.0)
-    ap.add_argument("--random-input-len", type=int, default=512)
-    ap.add_argument("--random-output-len", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=0)
+    workload_options.add_argparse_arguments(ap, defaults=SELFTEST_DEFAULTS)
     ap.add_argument("--fail-if-exists", default=None, help="exit 3 without results if this path exists (tests)")
     args = ap.parse_args(argv)
     if args.fail_if_exists and Path(args.fail_if_exists).exists():
@@ -96,17 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     wall0 = time.perf_counter()
     try:
         spec = gpus.get(args.gpu)
-        wl = WorkloadConfig(dataset_name=args.dataset_name, dataset_path=args.dataset_path,
-                            num_prompts=args.num_prompts, request_rate=args.request_rate,
-                            burstiness=args.burstiness, random_input_len=args.random_input_len,
-                            random_output_len=args.random_output_len, seed=args.seed)
+        options = workload_options.from_values(vars(args))
+        if options.max_concurrency is not None:
+            raise ValueError("--max-concurrency: the selftest model has no client concurrency limit")
+        wl = options.workload()
         requests = build_workload(wl)
         records = simulate(requests, spec, args.model_params_b * 1e9, args.tensor_parallel_size, args.max_num_seqs)
     except (RevatiError, ValueError) as exc:
         print(f"selftest: {exc}", file=sys.stderr)
         return 2
     duration_s = max(r.token_times_s[-1] for r in records)
-    metrics = compute_metrics(records, duration_s, MetricsConfig())
+    metrics = compute_metrics(records, duration_s, MetricsConfig(goodput_slos_ms=options.goodput_slos_ms))
     wall_s = time.perf_counter() - wall0
     result = build_result(
         metrics, backend="selftest", model_id=f"synthetic-{args.model_params_b:g}b",
