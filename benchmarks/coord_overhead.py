@@ -98,7 +98,8 @@ def _run(procs: int, steps: int, work_ms: float, sleep_ns: int, coordinated: boo
     ctx = mp.get_context("spawn")
     handle = None
     if coordinated:
-        from revati.shim.coord.server import TimekeeperConfig, start_timekeeper
+        from revati.shim.coord.handle import start_timekeeper
+        from revati.shim.coord.server import TimekeeperConfig
 
         handle = start_timekeeper(TimekeeperConfig(deadlock_timeout_s=60.0))
     barrier, go, results = ctx.Barrier(procs), ctx.Event(), ctx.Queue()

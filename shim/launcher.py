@@ -106,7 +106,8 @@ def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
     timekeeper; when the client exits the server is stopped (SIGTERM, then SIGKILL after
     ``server_stop_timeout_s``), and the run's exit status is the client's.
     """
-    from revati.shim.coord.server import TimekeeperConfig, start_timekeeper
+    from revati.shim.coord.handle import start_timekeeper
+    from revati.shim.coord.server import TimekeeperConfig
 
     with contextlib.ExitStack() as cleanup, termination_signals():
         stats_dir = cfg.stats_dir

@@ -18,7 +18,8 @@ import pytest
 from revati.errors import BadInput, CollectiveFailed, DeadlockError, TimekeeperLost
 from revati.shim.coord.client import Coordinator
 from revati.shim.coord.core import EXIT_DEADLOCK
-from revati.shim.coord.server import TimekeeperConfig, start_timekeeper
+from revati.shim.coord.handle import start_timekeeper
+from revati.shim.coord.server import TimekeeperConfig
 from revati.shim.coord.wire import (
     C2S, ENV_ADDRESS, MAX_FRAME_BYTES, Address, FrameReader, ProtocolError, decode, encode,
     frame, handshake_body,

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from revati.shim.coord.core import EXIT_DEADLOCK
-from revati.shim.coord.server import TimekeeperConfig, start_timekeeper
+from revati.shim.coord.handle import start_timekeeper
+from revati.shim.coord.server import TimekeeperConfig
 
 WORKER = str(Path(__file__).with_name("coord_worker.py"))
 RUN_TIMEOUT_S = 60.0

@@ -129,7 +129,8 @@ def test_revati_trace_takes_its_command_with_it(tmp_path, sig):
 
 def test_a_timekeeper_that_exits_on_its_own_leaves_no_folder():
     # Callers that wait() for the timekeeper (instead of stop()) used to leave revati-tk-* behind.
-    from revati.shim.coord.server import TimekeeperConfig, start_timekeeper
+    from revati.shim.coord.handle import start_timekeeper
+    from revati.shim.coord.server import TimekeeperConfig
 
     handle = start_timekeeper(TimekeeperConfig(deadlock_timeout_s=5))
     folder = handle._files_dir

@@ -1,8 +1,10 @@
 """Virtual-time coordination across the processes of an emulation (torch-free).
 
 ``core``: the timekeeper's decisions as a pure state machine; ``server``: the timekeeper
-process around it; ``client``: ``Coordinator``, one per emulated process; ``wire``: the framed
-message format. See Note [Virtual time coordination] in ``core.py``.
+process around it; ``handle``: starting one and talking to it from the launcher; ``client``:
+``Coordinator``, one per emulated process, around the pure ``client_core`` with the sockets and
+threads of ``client_io``; ``wire``: the framed message format. See Note [Virtual time
+coordination] in ``core.py``.
 
 Names are imported lazily, so an emulated process that only needs the client does not load
 the server's modules.
@@ -14,8 +16,8 @@ import importlib
 
 _EXPORTS = {
     "CollectiveResult": "client", "Coordinator": "client", "PendingCollective": "client",
-    "connect": "client", "TimekeeperConfig": "server", "TimekeeperHandle": "server",
-    "start_timekeeper": "server",
+    "connect": "client", "TimekeeperConfig": "server", "TimekeeperHandle": "handle",
+    "start_timekeeper": "handle",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,7 +3,10 @@
 ``Timekeeper`` takes events -- a registration, a message from a participant, a disconnect, a
 tick of real time -- and queues the messages to send as ``(participant_id, message)`` pairs that
 ``take()`` hands out. Real time enters only as the ``now_s`` argument, so tests drive it
-deterministically. ``server.py`` wraps it in sockets; ``client.py`` is the other side.
+deterministically. ``server.py`` wraps it in sockets; ``client_core.py`` is the other side's
+state machine and ``client.py`` its sockets. It stays one module of ~670 lines because the
+Note below is the protocol's one full statement and ``Timekeeper`` is a single state machine
+whose handlers share its counters and invariants.
 
 Note [Virtual time coordination]
 ================================
