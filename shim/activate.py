@@ -42,13 +42,15 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
 
     import torch
 
-    from revati.shim import collectives, cuda_api, engines, native, vtensor, wholeops
+    # dispatch: loaded now, with everything else revati imports on its own time, not by the
+    # first op on a VTensor (Note [Late-bound dispatcher], revati/shim/vtensor.py)
+    from revati.shim import collectives, cuda_api, dispatch, engines, factories, native, wholeops  # noqa: F401
 
     guard = native.cuda_guard()
     guard.revati_install_cuda_guard(cfg.num_gpus)
     rt = runtime.install(runtime.Runtime(cfg, start_ns=coordinator.start_lvt_ns or 0, coordinator=coordinator))
     cuda_api.install(rt, guard)
-    vtensor.register_factories()
+    factories.register_factories()
     wholeops.install()
     collectives.install()
     # torch.tensor(data, device="cuda") builds on the CPU and then copies: a thread-local switch.

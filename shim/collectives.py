@@ -28,9 +28,10 @@ from typing import Any
 import torch
 
 from revati.shim import runtime as _runtime_mod
-from revati.shim import vtensor
-from revati.shim.vtensor import VTensor
+from revati.shim import special_ops, vtensor
 from revati.shim.patching import patch
+from revati.shim.shim_call import ShimCall
+from revati.shim.vtensor import VTensor
 
 _REQUESTED_BACKEND: dict[str, str] = {}
 _SEQ: dict[str, int] = defaultdict(int)
@@ -147,7 +148,7 @@ def _guard(fn):
     """Exclude revati's own CPU time; the rendezvous itself is a wait and costs no CPU."""
     def wrapper(func, args, kwargs):
         rt = _runtime_mod.get()
-        with vtensor.ShimCall(rt):
+        with ShimCall(rt):
             rt.stats.ops += 1
             return fn(func, args, kwargs)
     return wrapper
@@ -309,7 +310,7 @@ def _host_rendezvous(group_obj, payload: Any) -> list:
     # The bookkeeping and the wait (this thread reads the timekeeper's answer itself) are
     # revati's CPU, not the program's: counted, the rank that arrived first resumed later than
     # the others by however long it polled (0.4 ms of a TP=2 barrier, varying run to run).
-    with vtensor.ShimCall(rt):
+    with ShimCall(rt):
         group_obj = group_obj or dist.group.WORLD
         name = f"pg:{dist.distributed_c10d._get_process_group_name(group_obj)}:host"
         rank, world = dist.get_rank(group_obj), dist.get_world_size(group_obj)
@@ -329,7 +330,7 @@ def _dumps(obj: Any) -> bytes:
 def install() -> None:
     import torch.distributed as dist
 
-    vtensor._SPECIAL.update(_c10d_handlers())
+    special_ops._SPECIAL.update(_c10d_handlers())
     real_init, real_new_group = dist.init_process_group, dist.new_group
     real_get_backend = dist.get_backend
 

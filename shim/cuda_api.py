@@ -5,6 +5,9 @@ Installed once per process by ``install(rt)``. Device properties come from the G
 graphs drive the virtual timeline (Note [Streams and synchronisation] in device.py).
 Note: ``torch.cuda._is_compiled`` is deliberately left alone -- patching it makes
 torch._dynamo import CUDA-only symbols that a CPU build lacks.
+One module (not split into stand-in objects and patch tables) because both share the runtime
+and native device setter that ``install`` binds (``_RT``, ``_set_device_native``): split, the
+installer would have to set another module's globals.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def launch(fn: Any, args: tuple, kwargs: dict) -> None:
     rt = _runtime._RUNTIME
     if rt is None:
         raise RuntimeError("revati: a Triton launch outside an emulated process")
-    from revati.shim.vtensor import ShimCall
+    from revati.shim.shim_call import ShimCall
 
     with ShimCall(rt) as call:
         name = _kernel_name(fn)

@@ -79,11 +79,11 @@ def install(vllm: Any) -> None:
 
 def _hashable_layer_names(mod: Any) -> None:
     """Layer names passed to vLLM's custom ops are hashable values: op-cache keys may hold them."""
-    from revati.shim import vtensor
+    from revati.shim import op_cache
 
     layer_name = getattr(mod, "LayerName", None)
     if layer_name is not None:
-        vtensor.HASHABLE_ARG_TYPES.add(layer_name)
+        op_cache.HASHABLE_ARG_TYPES.add(layer_name)
 
 
 def refuse_compile_modes(mod: Any) -> None:

@@ -227,7 +227,7 @@ def charge_graph_attention(capture: Any) -> None:
 
 def install_attention_op(mod: Any) -> None:
     """On import of vllm.model_executor.layers.attention.attention: handle the attention op."""
-    from revati.shim.vtensor import register_special
+    from revati.shim.special_ops import register_special
 
     for name in ATTENTION_OPS:
         packet = getattr(torch.ops.vllm, name, None)

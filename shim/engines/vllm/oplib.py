@@ -219,7 +219,7 @@ _SPECIAL_HANDLERS: dict[str, Callable] = {"_C::weak_ref_tensor": _weak_ref}
 
 def define(namespaces: dict[str, list[str]]) -> None:
     """Define each op that does not exist yet; give every op its Meta/host kernel or handler."""
-    from revati.shim import vtensor
+    from revati.shim import special_ops
 
     for ns, schemas in namespaces.items():
         lib = torch.library.Library(ns, "FRAGMENT")
@@ -234,7 +234,7 @@ def define(namespaces: dict[str, list[str]]) -> None:
                 lib.impl(name, host[1], host[0])
             special = _SPECIAL_HANDLERS.get(qual)
             if special is not None:
-                vtensor.register_special(getattr(getattr(torch.ops, ns), name).default, special)
+                special_ops.register_special(getattr(getattr(torch.ops, ns), name).default, special)
                 continue
             if not torch._C._dispatch_has_kernel_for_dispatch_key(qual, "Meta"):
                 with warnings.catch_warnings():
