@@ -82,6 +82,9 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
     # clock is rebased on the child's CPU time, and its run is measured from the fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
     _report_from_multiprocessing_children()
+    from revati.shim import stop_signals
+
+    stop_signals.install(_at_stop_signal)
     return rt
 
 
@@ -126,17 +129,32 @@ def _at_exit() -> None:
         from revati.shim import host_references
 
         host_references.save(_ACTIVE["references"], rt.clock.segment_references())
-    if rt.config.stats_dir:
-        from revati.parquet_io import atomic_write_bytes
+    _write_summary(rt)
 
-        summary = rt.summary()
-        from revati.shim import patching
 
-        summary["explain"] = patching.explain()   # Note [Patch registry]
-        from revati.shim.breakdown import breakdown
+def _at_stop_signal(signal_name: str) -> None:
+    """The program's SIGTERM handler is about to run, and the process may be killed right after
+    (revati/shim/stop_signals.py): write what it has so far; a normal exit later rewrites it."""
+    rt = _ACTIVE.get("runtime")
+    if rt is None or _ACTIVE.get("reported_by") == os.getpid():
+        return
+    rt.timeline.write()
+    _write_summary(rt, ended_by=signal_name)
 
-        summary["breakdown"] = breakdown(rt, _ACTIVE["wall_start"], _ACTIVE["startup_s"])
-        summary["dispatch"] = rt.stats.line()
-        summary["predictor"] = rt.predictor.stats.line()
-        path = Path(rt.config.stats_dir) / f"process-{os.getpid()}.json"
-        atomic_write_bytes(path, json.dumps(summary, indent=2, default=str).encode())
+
+def _write_summary(rt: Any, ended_by: str | None = None) -> None:
+    if not rt.config.stats_dir:
+        return
+    from revati.parquet_io import atomic_write_bytes
+    from revati.shim import patching
+    from revati.shim.breakdown import breakdown
+
+    summary = rt.summary()
+    summary["explain"] = patching.explain()   # Note [Patch registry]
+    summary["breakdown"] = breakdown(rt, _ACTIVE["wall_start"], _ACTIVE["startup_s"])
+    summary["dispatch"] = rt.stats.line()
+    summary["predictor"] = rt.predictor.stats.line()
+    if ended_by is not None:
+        summary["ended_by"] = ended_by
+    path = Path(rt.config.stats_dir) / f"process-{os.getpid()}.json"
+    atomic_write_bytes(path, json.dumps(summary, indent=2, default=str).encode())

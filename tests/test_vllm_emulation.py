@@ -233,22 +233,36 @@ def test_torch_compile_is_refused_with_the_flag_to_use(models):
     assert "UnsupportedEngine" in run.log and "enforce_eager=True" in run.log
 
 
+def serve(model: Path, out: Path, *vllm_args: str, num_gpus: int = 1, stats_dir: Path | None = None):
+    """`revati emulate --serve-port P -- vllm serve MODEL ...` with revati's client: 6 requests
+    of 32 prompt and 8 output tokens at 4/s. Returns the finished process."""
+    port = 20000 + (os.getpid() + 7 * num_gpus) % 20000
+    cmd = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", "h100", "--num-gpus", str(num_gpus),
+           "--serve-port", str(port), "--num-prompts", "6", "--request-rate", "4", "--random-input-len", "32",
+           "--random-output-len", "8", "--result-dir", str(out), "-q"]
+    if stats_dir is not None:
+        cmd += ["--stats-dir", str(stats_dir)]
+    cmd += ["--", str(Path(VLLM_PYTHON).parent / "vllm"), "serve", str(model), "--port", str(port),
+            "--load-format", "dummy", "--enforce-eager", "--max-model-len", "256", *vllm_args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _served(proc: subprocess.CompletedProcess, out: Path) -> dict:
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["completed"] == 6 and m["failed"] == 0 and m["total_output_tokens"] == 6 * 8
+    records = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and all(r["output_tokens"] == 8 for r in records)
+    return m
+
+
 def test_online_serving_with_vllm_serve_and_revatis_client(models, tmp_path):
     """`vllm serve` (its API server, engine core in its own process) and revati's benchmark client
     under one emulation: every request completes with its fixed length, and the metrics file has
     vllm bench serve's keys plus revati's."""
-    port = 20000 + os.getpid() % 20000
     out = tmp_path / "serve"
-    cmd = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", "h100", "--serve-port", str(port),
-           "--num-prompts", "6", "--request-rate", "4", "--random-input-len", "32", "--random-output-len", "8",
-           "--result-dir", str(out), "-q", "--", str(Path(VLLM_PYTHON).parent / "vllm"), "serve",
-           str(models["tiny"]), "--port", str(port), "--load-format", "dummy", "--enforce-eager",
-           "--max-model-len", "256"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["completed"] == 6 and m["failed"] == 0 and m["total_output_tokens"] == 6 * 8
+    m = _served(serve(models["tiny"], out), out)
     for key in ("mean_ttft_ms", "median_tpot_ms", "p99_itl_ms", "mean_e2el_ms", "request_throughput",
                 "output_throughput", "virtual_duration_s", "wall_duration_s", "speedup"):
         assert m[key] > 0, key
@@ -256,5 +270,21 @@ def test_online_serving_with_vllm_serve_and_revatis_client(models, tmp_path):
     # one decode step of the tiny model is far below a millisecond of GPU time, and the engine
     # answers every request within the run
     assert m["mean_tpot_ms"] < 20 and m["max_concurrent_requests"] >= 1
-    records = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
-    assert len(records) == 6 and all(r["output_tokens"] == 8 for r in records)
+
+
+def test_tensor_parallel_serving_every_process_reports(models, tmp_path):
+    """`vllm serve -tp 2` on two virtual GPUs: API server, engine core and two TP workers (the
+    scheduler output reaches the workers through vLLM's shared-memory queue, whose readers wait
+    virtually: revati/shim/engines/vllm/shm_queue.py). The engine core and the workers are
+    stopped with SIGTERM and then killed; they still write their summaries
+    (revati/shim/stop_signals.py), so every vLLM process reports and every hook is seen."""
+    out, stats = tmp_path / "serve-tp2", tmp_path / "stats"
+    m = _served(serve(models["tiny"], out, "-tp", "2", num_gpus=2, stats_dir=stats), out)
+    assert m["gpu"] == "h100_sxm" and m["mean_tpot_ms"] < 20
+    summaries = [json.loads(f.read_text()) for f in sorted(stats.glob("process-*.json"))]
+    with_vllm = [s for s in summaries if "vllm" in s.get("explain", {}).get("engines_imported", [])]
+    assert len(with_vllm) == 4, [(s["pid"], s.get("process_name")) for s in summaries]
+    assert sum(s.get("ended_by") == "SIGTERM" for s in with_vllm) >= 1   # at least the engine core
+    fired = {h["module"] for s in with_vllm for h in s["explain"]["hooks"] if h["fired"]}
+    assert "vllm.distributed.device_communicators.shm_broadcast" in fired, fired
+    assert "vllm.v1.worker.gpu_worker" in fired, fired

@@ -56,3 +56,37 @@ def test_a_forked_multiprocessing_child_reports_its_breakdown(tmp_path):
     assert len(summaries) == 2, summaries
     child = min(summaries, key=lambda s: s["breakdown"]["wall_s"])
     assert 0.18 < child["breakdown"]["framework_cpu_s"] < 0.3, child["breakdown"]
+
+
+def test_a_child_stopped_by_sigterm_and_killed_still_reports(tmp_path):
+    # vLLM's engine core and TP workers: their parent sends SIGTERM, then SIGKILL at once; the
+    # program's SIGTERM handler only starts its shutdown. The summary is written at the signal
+    # (revati/shim/stop_signals.py), and the program still sees its own handler.
+    code = (
+        "import multiprocessing as mp, os, signal, time\n"
+        "def work(ready):\n"
+        "    def on_term(sig, frame):\n"
+        "        print('handler ran', flush=True)\n"
+        "    signal.signal(signal.SIGTERM, on_term)\n"
+        "    assert signal.getsignal(signal.SIGTERM) is on_term\n"
+        "    t = time.thread_time()\n"
+        "    while time.thread_time() - t < 0.2: pass\n"
+        "    ready.set()\n"
+        "    while True: time.sleep(1)\n"
+        "if __name__ == '__main__':\n"
+        "    ready = mp.get_context('spawn').Event()\n"
+        "    p = mp.get_context('spawn').Process(target=work, args=(ready,)); p.start()\n"
+        "    ready.wait()\n"
+        "    os.kill(p.pid, signal.SIGTERM); time.sleep(0.5); os.kill(p.pid, signal.SIGKILL)\n"
+        "    p.join()\n")
+    program = tmp_path / "stopped_child.py"
+    program.write_text(code)
+    stats = tmp_path / "stats"
+    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "-q", "--stats-dir", str(stats), "--",
+                           sys.executable, str(program)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "handler ran" in proc.stdout
+    summaries = [json.loads(f.read_text()) for f in stats.glob("process-*.json")]
+    stopped = [s for s in summaries if s.get("ended_by") == "SIGTERM"]
+    assert len(stopped) == 1, summaries
+    assert 0.18 < stopped[0]["breakdown"]["framework_cpu_s"] < 0.4, stopped[0]["breakdown"]

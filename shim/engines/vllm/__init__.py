@@ -60,7 +60,7 @@ def check_version(version: str) -> None:
 def install(vllm: Any) -> None:
     from revati.shim import import_hooks
     from revati.shim.engines import nvml
-    from revati.shim.engines.vllm import attention, oplib, platform
+    from revati.shim.engines.vllm import attention, oplib, platform, shm_queue
 
     check_version(str(getattr(vllm, "__version__", "unknown")))
     for name, value in ENV_DEFAULTS.items():
@@ -75,6 +75,7 @@ def install(vllm: Any) -> None:
     import_hooks.on_import("vllm.v1.worker.gpu_worker", attention.track_batches, engine="vllm")
     import_hooks.on_import("vllm.compilation.cuda_graph", attention.patch_graph_wrapper, engine="vllm")
     import_hooks.on_import("vllm.utils.torch_utils", _hashable_layer_names, engine="vllm")
+    import_hooks.on_import("vllm.distributed.device_communicators.shm_broadcast", shm_queue.install, engine="vllm")
 
 
 def _hashable_layer_names(mod: Any) -> None:

@@ -1,0 +1,87 @@
+"""vLLM's shared-memory message queue between emulated processes: virtual waits, causal stamps.
+
+``shm_broadcast.MessageQueue`` carries every step of a TP>1 engine: the engine core broadcasts
+the scheduler output to the workers through a shared-memory ring buffer, and each worker
+returns its result through one of its own. Its readers spin (docs/vllm.md, "Where vLLM needs
+cross-process virtual time"): the native ``vllm.spinloop`` extension for 0.1 s of real time,
+then ``sched_yield`` in Python for a second after each read, then a ZMQ poll on the writer's
+notify socket. Under emulation that spin is wrong twice: it burns the few real cores every
+process shares (the run crawls), and a reader's host clock counts its spinning, so the step it
+then runs starts when the spin ended instead of when the data was written.
+
+So, each when vLLM imports the module (Note [Shared-memory queues in virtual time]):
+
+- the native spin is off and a reader's wait goes straight to the notify poll, which the ZMQ
+  adapter turns into a virtual wait (revati.shim.engines.zmq_adapter);
+- every message carries its writer's virtual time: ``enqueue`` wraps the object with the time,
+  ``dequeue`` unwraps it and moves the reader's clock to at least that time. Data found already
+  written, without any wait, is therefore still seen no earlier than it was sent.
+
+Note [Shared-memory queues in virtual time]
+A shared-memory write is seen by a real reader after the write, at the reader's next look:
+while spinning, at once. In virtual time the reader's clock after reading is max(its own
+clock, the writer's clock at the write) -- the rule of every channel between emulated
+processes (Note [Causal stamps on channels]) -- and its waiting costs no host time. The ring
+buffer itself has no room for the stamp, so it rides inside the pickled message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from revati.shim.patching import patch
+
+
+class Stamped:
+    """A message and its writer's virtual time (ns). Pickled by reference to this class: every
+    process of an emulation imports revati."""
+
+    __slots__ = ("sent_ns", "obj")
+
+    def __init__(self, sent_ns: int, obj: Any):
+        self.sent_ns = sent_ns
+        self.obj = obj
+
+    def __reduce__(self):
+        return (Stamped, (self.sent_ns, self.obj))
+
+
+def install(mod: Any) -> None:
+    """Import hook of ``vllm.distributed.device_communicators.shm_broadcast``."""
+    from revati.shim import runtime
+
+    clock = runtime.get().clock
+    if hasattr(mod, "SPINLOOP_EXT_ENABLED"):
+        patch(mod, "SPINLOOP_EXT_ENABLED", False)
+    patch(mod.SpinCondition, "wait", _wait_for_notify)
+
+    queue = mod.MessageQueue
+    real_enqueue, real_dequeue = queue.enqueue, queue.dequeue
+
+    def enqueue(self, obj, *args, **kwargs):
+        return real_enqueue(self, Stamped(clock.now(), obj), *args, **kwargs)
+
+    def dequeue(self, *args, **kwargs):
+        got = real_dequeue(self, *args, **kwargs)
+        if not isinstance(got, Stamped):
+            return got
+        if got.sent_ns > clock.now():
+            clock.advance_to(got.sent_ns)
+        return got.obj
+
+    patch(queue, "enqueue", enqueue)
+    patch(queue, "dequeue", dequeue)
+
+
+def _wait_for_notify(self, timeout_ms: int | None = None) -> None:
+    """SpinCondition.wait without the busy phase: wait for the writer's notification (or a
+    cancel) at once. Both sockets are ZMQ, so the poll is a virtual wait."""
+    assert self.is_reader, "Only readers can wait"
+    events = dict(self.poller.poll(timeout=timeout_ms))
+    if self.local_notify_socket in events:
+        import zmq
+
+        try:   # the notification (conflated: at most one is queued) carries no data of its own
+            self.local_notify_socket.recv(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            pass
