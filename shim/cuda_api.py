@@ -240,6 +240,18 @@ class Event:
         raise RuntimeError("revati: interprocess CUDA events are not supported")
 
 
+class AcceleratorEvent(Event):
+    """``torch.Event``, the device-generic event (vLLM's model runner times its device->host
+    copy of sampled ids with one): an event of the current accelerator, the virtual GPU."""
+
+    def __init__(self, device: Any = None, *, enable_timing: bool = False, blocking: bool = False,
+                 interprocess: bool = False):
+        super().__init__(enable_timing, blocking, interprocess)
+        index = getattr(torch.device(device), "index", None) if isinstance(device, (str, torch.device)) else device
+        if index is not None:
+            self.device_index = int(index)
+
+
 # -- graphs and pools -----------------------------------------------------------------------------
 
 class CUDAGraph:
@@ -459,6 +471,7 @@ def install(rt: Runtime, guard_lib) -> None:
                     patch(mod, name, patches[name])
     patch(c.streams, "Stream", Stream)
     patch(c.streams, "Event", Event)
+    patch(torch, "Event", AcceleratorEvent)
     patch(c.random, "get_rng_state", patches["get_rng_state"])
     patch(c.random, "set_rng_state", patches["set_rng_state"])
 

@@ -27,6 +27,11 @@ def test_synchronize_moves_clock_by_sum_of_kernel_times(measured):
     assert c["gemm_ns"] > 10_000  # a 2048x4096x4096 fp16 GEMM is tens of microseconds on an H100
 
 
+def test_a_generic_torch_event_waits_for_the_virtual_gpu(measured):
+    assert measured["generic_event"]["sync_ns"] == 3 * round(measured["chain"]["gemm_ns"])
+    assert measured["generic_event"]["query"] is True
+
+
 def test_launch_without_sync_moves_clock_only_by_launch_overhead(measured):
     c = measured["chain"]
     assert c["launch_ns"] == 5 * c["overhead_ns"]

@@ -166,6 +166,21 @@ def test_tensor_parallel_two_workers_on_two_virtual_gpus(models, tiny_runs):
     assert 1.9 < ratio < 2.1, ratio
 
 
+def test_pipeline_parallel_two_stages_on_two_virtual_gpus(models, tiny_runs):
+    """PP=2: one worker process per stage, activations sent between them (virtual send/recv,
+    revati/shim/collectives.py), the last stage samples (its device->host copy waits on a
+    torch.Event: revati/shim/cuda_api.py AcceleratorEvent). Each stage holds half the layers,
+    so each GPU fits twice the tokens."""
+    run = emulate(models["tiny"], "h100_sxm", "--batch", "3", "--input-len", "20", "--output-len", "12",
+                  "--pp", "2", num_gpus=2)
+    r = _ok(run)
+    assert r["output_lens"] == [12, 12, 12]
+    assert re.search(r"Worker_PP1 pid=\d+", run.log), run.log[-3000:]
+    assert sum("vllm" in ex.get("engines_imported", []) for ex in run.explained) == 3, run.explained
+    ratio = r["kv_cache_tokens"] / _ok(tiny_runs["h100_sxm"])["kv_cache_tokens"]
+    assert 1.9 < ratio < 2.1, ratio
+
+
 def test_a100_is_slower_than_h100_for_the_same_run(wide_runs):
     h, a = _ok(wide_runs["h100_sxm"]), _ok(wide_runs["a100_sxm_80gb"])
     assert h["output_lens"] == a["output_lens"] == [16] * 8

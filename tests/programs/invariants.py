@@ -76,4 +76,15 @@ g.replay()
 torch.cuda.synchronize()
 out["graph"] = {"captured_ns": g.captured_ns, "kernels": g.captured_kernels, "replay_sync_ns": time.perf_counter_ns() - t0,
                 "graph_overhead_ns": rt.config.graph_launch_overhead_ns}
+
+# 6. the device-generic torch.Event is an event of the virtual GPU: waiting on it waits for the
+# kernels recorded before it
+torch.cuda.synchronize()
+t0 = time.perf_counter_ns()
+for _ in range(3):
+    c = a @ b
+ev = torch.Event()
+ev.record()
+ev.synchronize()
+out["generic_event"] = {"sync_ns": time.perf_counter_ns() - t0, "query": ev.query()}
 print(json.dumps(out))

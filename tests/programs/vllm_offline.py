@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="leave torch.compile on (revati refuses it)")
     ap.add_argument("--tensor-parallel-size", "--tp", type=int, default=1,
                     help="one worker process per virtual GPU")
+    ap.add_argument("--pipeline-parallel-size", "--pp", type=int, default=1,
+                    help="pipeline stages, each its own worker process(es) and virtual GPU(s)")
     args = ap.parse_args()
 
     from vllm import LLM, SamplingParams
@@ -56,7 +58,8 @@ def main() -> None:
     wall = _wall()
     kwargs = dict(model=args.model, load_format="dummy", max_model_len=args.max_model_len,
                   enable_prefix_caching=not args.no_prefix_caching, seed=0,
-                  tensor_parallel_size=args.tensor_parallel_size)
+                  tensor_parallel_size=args.tensor_parallel_size,
+                  pipeline_parallel_size=args.pipeline_parallel_size)
     if args.max_num_batched_tokens:
         kwargs.update(max_num_batched_tokens=args.max_num_batched_tokens, enable_chunked_prefill=True)
     if args.graphs:
