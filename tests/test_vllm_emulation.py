@@ -241,14 +241,20 @@ def test_prefix_caching_shortens_prefill_of_shared_prompts(models):
     assert on["generate_virtual_s"] < 0.95 * off["generate_virtual_s"]
 
 
-@pytest.mark.slow
-def test_torch_compile_is_refused_with_the_flag_to_use(models):
-    run = emulate(models["tiny"], "h100_sxm", "--compile")
-    assert run.returncode != 0
-    assert "UnsupportedEngine" in run.log and "enforce_eager=True" in run.log
+def test_the_default_compile_mode_runs_with_decode_in_full_graphs(models, tiny_runs):
+    """LLM(model) with vLLM's default compilation (VLLM_COMPILE, FULL_AND_PIECEWISE) runs:
+    without torch.compile, decode steps in full CUDA graphs (Note [vLLM compile mode under
+    emulation], revati/shim/engines/vllm/compile_mode.py)."""
+    run = emulate(models["tiny"], "h100_sxm", "--compile", "--batch", "3", "--input-len", "20",
+                  "--output-len", "12")
+    r = _ok(run)
+    assert r["output_lens"] == [12, 12, 12]
+    assert "cudagraph_mode FULL_DECODE_ONLY instead of FULL_AND_PIECEWISE (default)" in run.log
+    assert "'cudagraph_mode': <CUDAGraphMode.FULL_DECODE_ONLY" in run.log   # what vLLM then used
 
 
-def serve(model: Path, out: Path, *vllm_args: str, num_gpus: int = 1, stats_dir: Path | None = None):
+def serve(model: Path, out: Path, *vllm_args: str, num_gpus: int = 1, stats_dir: Path | None = None,
+          eager: bool = True):
     """`revati emulate --serve-port P -- vllm serve MODEL ...` with revati's client: 6 requests
     of 32 prompt and 8 output tokens at 4/s. Returns the finished process."""
     port = 20000 + (os.getpid() + 7 * num_gpus) % 20000
@@ -258,7 +264,7 @@ def serve(model: Path, out: Path, *vllm_args: str, num_gpus: int = 1, stats_dir:
     if stats_dir is not None:
         cmd += ["--stats-dir", str(stats_dir)]
     cmd += ["--", str(Path(VLLM_PYTHON).parent / "vllm"), "serve", str(model), "--port", str(port),
-            "--load-format", "dummy", "--enforce-eager", "--max-model-len", "256", *vllm_args]
+            "--load-format", "dummy", "--max-model-len", "256", *(["--enforce-eager"] if eager else []), *vllm_args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
@@ -285,6 +291,15 @@ def test_online_serving_with_vllm_serve_and_revatis_client(models, tmp_path):
     # one decode step of the tiny model is far below a millisecond of GPU time, and the engine
     # answers every request within the run
     assert m["mean_tpot_ms"] < 20 and m["max_concurrent_requests"] >= 1
+
+
+def test_vllm_serve_with_its_default_flags(models, tmp_path):
+    """`vllm serve MODEL` with no compilation flag: vLLM's default compile mode runs under
+    revati (decode in full graphs; Note [vLLM compile mode under emulation])."""
+    out = tmp_path / "serve-default"
+    proc = serve(models["tiny"], out, eager=False)
+    m = _served(proc, out)
+    assert m["mean_tpot_ms"] > 0 and "cudagraph_mode FULL_DECODE_ONLY" in proc.stderr
 
 
 def test_tensor_parallel_serving_every_process_reports(models, tmp_path):

@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--steps", action="store_true", help="drive the engine step by step and time each step")
     ap.add_argument("--stagger", action="store_true",
                     help="with --steps: add the first request alone, the others after its first step")
-    ap.add_argument("--compile", action="store_true", help="leave torch.compile on (revati refuses it)")
+    ap.add_argument("--compile", action="store_true", help="vLLM's default compilation config (revati runs it without torch.compile)")
     ap.add_argument("--tensor-parallel-size", "--tp", type=int, default=1,
                     help="one worker process per virtual GPU")
     ap.add_argument("--pipeline-parallel-size", "--pp", type=int, default=1,

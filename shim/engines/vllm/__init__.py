@@ -10,8 +10,9 @@ registers what the CUDA path needs, each when vLLM imports the module concerned:
 - ``vllm._C_stable_libtorch`` and FlashAttention's extensions: defined by engines.vllm.oplib when
   the installed wheel lacks them (Note [vLLM CUDA ops on a CPU build]);
 - attention: timed from the scheduled batch (Note [vLLM attention timing]);
-- ``EngineArgs.create_engine_config``: torch.compile modes are refused with the flags to use;
-  kernel JIT warm-up (ahead-of-time Triton compilation, start-up only) is switched off.
+- ``EngineArgs.create_engine_config``: a torch.compile mode runs without compilation, decode in
+  full CUDA graphs (engines.vllm.compile_mode, Note [vLLM compile mode under emulation]); kernel
+  JIT warm-up (ahead-of-time Triton compilation, start-up only) is switched off.
 
 Settings made before vLLM reads them (a value the user set always wins):
   VLLM_USE_V2_MODEL_RUNNER=0   model runner V2 (0.32's default on a GPU) computes its inputs and
@@ -36,7 +37,6 @@ import os
 from typing import Any
 
 from revati.errors import UnsupportedEngine
-from revati.shim.patching import patch
 
 SUPPORTED_VERSIONS = ("0.32.0",)
 ENV_DEFAULTS = {
@@ -44,9 +44,6 @@ ENV_DEFAULTS = {
     "VLLM_USE_FLASHINFER_SAMPLER": "0",
     "VLLM_NO_USAGE_STATS": "1",
 }
-COMPILE_HINT = ("torch.compile is not emulated; run eagerly with enforce_eager=True (--enforce-eager, or -O0), "
-                "or with full CUDA graphs for decode and no compilation: "
-                "compilation_config={'mode': 0, 'cudagraph_mode': 'FULL_DECODE_ONLY'}")
 
 
 def check_version(version: str) -> None:
@@ -60,7 +57,7 @@ def check_version(version: str) -> None:
 def install(vllm: Any) -> None:
     from revati.shim import import_hooks
     from revati.shim.engines import nvml
-    from revati.shim.engines.vllm import attention, oplib, platform, shm_queue
+    from revati.shim.engines.vllm import attention, compile_mode, oplib, platform, shm_queue
 
     check_version(str(getattr(vllm, "__version__", "unknown")))
     for name, value in ENV_DEFAULTS.items():
@@ -70,7 +67,7 @@ def install(vllm: Any) -> None:
     import_hooks.on_import("vllm.platforms", platform.use_cuda_platform, engine="vllm")
     import_hooks.on_import("vllm.platforms.cuda", platform.count_virtual_gpus, engine="vllm")
     import_hooks.on_import("vllm.third_party.pynvml", nvml.patch_module, engine="vllm")
-    import_hooks.on_import("vllm.engine.arg_utils", refuse_compile_modes, engine="vllm")
+    import_hooks.on_import("vllm.engine.arg_utils", compile_mode.install, engine="vllm")
     import_hooks.on_import("vllm.model_executor.layers.attention.attention", attention.install_attention_op, engine="vllm")
     import_hooks.on_import("vllm.v1.worker.gpu_worker", attention.track_batches, engine="vllm")
     import_hooks.on_import("vllm.compilation.cuda_graph", attention.patch_graph_wrapper, engine="vllm")
@@ -85,31 +82,3 @@ def _hashable_layer_names(mod: Any) -> None:
     layer_name = getattr(mod, "LayerName", None)
     if layer_name is not None:
         op_cache.HASHABLE_ARG_TYPES.add(layer_name)
-
-
-def refuse_compile_modes(mod: Any) -> None:
-    """Wrap EngineArgs.create_engine_config: a config that would torch.compile is refused."""
-    cls = mod.EngineArgs
-    real = cls.create_engine_config
-    if getattr(real, "__revati__", False):
-        return
-
-    def create_engine_config(self, *args, **kwargs):
-        config = real(self, *args, **kwargs)
-        mode = getattr(config.compilation_config, "mode", 0)
-        if mode is not None and int(mode) != 0:
-            import vllm
-
-            raise UnsupportedEngine("vLLM", vllm.__version__,
-                                    f"compilation mode {getattr(mode, 'name', mode)} needs torch.compile. "
-                                    + COMPILE_HINT)
-        kernel = getattr(config, "kernel_config", None)
-        if getattr(kernel, "enable_jit_warmup", False):
-            # JIT warm-up compiles Triton kernels ahead of serving (start-up time only); there is
-            # no compiler target here, and launches are charged, not compiled.
-            patch(kernel, "enable_jit_warmup", False)
-        return config
-
-    create_engine_config.__revati__ = True
-    create_engine_config.__wrapped__ = real
-    patch(cls, "create_engine_config", create_engine_config)
