@@ -71,7 +71,7 @@ class Runtime:
         g = self.gpus
         return {
             "pid": os.getpid(),
-            "process_name": self.timeline.process_name,
+            "process_name": _process_name(self.timeline.process_name),
             "gpu": self.config.gpu,
             "virtual_now_ns": self.clock.now(),
             "host_cpu_ns": self.clock.host_ns(),
@@ -92,6 +92,18 @@ class Runtime:
             "peak_allocated_bytes": [a.stats.peak_allocated_bytes for a in g.allocators],
             "peak_reserved_bytes": [a.stats.peak_reserved_bytes for a in g.allocators],
         }
+
+
+def _process_name(started_as: str) -> str:
+    """What to call this process in reports. A spawned multiprocessing child starts as
+    ``python -c ...`` (``-c``); its Process name (vLLM's ``EngineCore_DP0``, ``VllmWorker-1``) is
+    known only once it runs, so it is read here."""
+    mp = sys.modules.get("multiprocessing")
+    if started_as == "-c" and mp is not None:
+        name = mp.current_process().name
+        if name != "MainProcess":
+            return name
+    return started_as
 
 
 def _hold_counts() -> dict:

@@ -75,7 +75,7 @@ def test_a_child_stopped_by_sigterm_and_killed_still_reports(tmp_path):
         "    while True: time.sleep(1)\n"
         "if __name__ == '__main__':\n"
         "    ready = mp.get_context('spawn').Event()\n"
-        "    p = mp.get_context('spawn').Process(target=work, args=(ready,)); p.start()\n"
+        "    p = mp.get_context('spawn').Process(target=work, args=(ready,), name='EngineCore'); p.start()\n"
         "    ready.wait()\n"
         "    os.kill(p.pid, signal.SIGTERM); time.sleep(0.5); os.kill(p.pid, signal.SIGKILL)\n"
         "    p.join()\n")
@@ -90,3 +90,4 @@ def test_a_child_stopped_by_sigterm_and_killed_still_reports(tmp_path):
     stopped = [s for s in summaries if s.get("ended_by") == "SIGTERM"]
     assert len(stopped) == 1, summaries
     assert 0.18 < stopped[0]["breakdown"]["framework_cpu_s"] < 0.4, stopped[0]["breakdown"]
+    assert stopped[0]["process_name"] == "EngineCore"   # a spawned child is named by its Process
