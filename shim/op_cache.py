@@ -106,37 +106,34 @@ def _func_info(func) -> FuncInfo:
 
 # -- the output-metadata cache --------------------------------------------------------------
 # Output records: frozen, with slots (a slot read costs what a tuple index does on the per-op
-# path). The tensor ones share their first fields: mode, shape, stride, offset, dtype.
+# path). The tensor ones share their first fields (TensorOut): shape, stride, offset, dtype.
 
 @dataclass(frozen=True, slots=True)
-class NewOut:
-    """An output in a storage of its own, allocated for it."""
+class TensorOut:
+    """The metadata every tensor output has."""
     shape: tuple
     stride: tuple
     offset: int
     dtype: torch.dtype
+
+
+@dataclass(frozen=True, slots=True)
+class NewOut(TensorOut):
+    """An output in a storage of its own, allocated for it."""
     nbytes: int                      # its storage's size
     mode: int = field(default=NEW, init=False)
 
 
 @dataclass(frozen=True, slots=True)
-class ViewOut:
+class ViewOut(TensorOut):
     """An output that views the storage of the input ``base``."""
-    shape: tuple
-    stride: tuple
-    offset: int
-    dtype: torch.dtype
     base: ArgRef
     mode: int = field(default=VIEW, init=False)
 
 
 @dataclass(frozen=True, slots=True)
-class SelfOut:
+class SelfOut(TensorOut):
     """An output that is the input ``target`` itself (in-place ops, out=)."""
-    shape: tuple
-    stride: tuple
-    offset: int
-    dtype: torch.dtype
     target: ArgRef
     changed: bool                    # the op resizes it: its metadata is set anew
     mode: int = field(default=SELF, init=False)
