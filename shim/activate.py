@@ -84,7 +84,7 @@ def activate(config: dict[str, Any] | EmulationConfig) -> Any:
     _report_from_multiprocessing_children()
     from revati.shim import stop_signals
 
-    stop_signals.install(_at_stop_signal)
+    stop_signals.install(_at_stop_signal, Path(cfg.stats_dir) if cfg.stats_dir else None)
     return rt
 
 
@@ -156,5 +156,7 @@ def _write_summary(rt: Any, ended_by: str | None = None) -> None:
     summary["predictor"] = rt.predictor.stats.line()
     if ended_by is not None:
         summary["ended_by"] = ended_by
-    path = Path(rt.config.stats_dir) / f"process-{os.getpid()}.json"
+    from revati.shim.stop_signals import summary_path
+
+    path = summary_path(Path(rt.config.stats_dir), os.getpid())
     atomic_write_bytes(path, json.dumps(summary, indent=2, default=str).encode())

@@ -17,29 +17,42 @@ exit normally.
 The summary is written by a raw helper thread that the handler waits for (at most ``WRITE_WAIT_S``):
 the handler runs on the main thread between two bytecodes, possibly while that thread holds a
 lock the summary needs (the clock's); waiting without limit there would hang the process.
+
+Writing takes milliseconds, and a killer that sends SIGKILL right after SIGTERM (vLLM's process
+manager with its default timeout of 0 s) wins that race. So when summaries are kept (a stats
+folder), a process with such a handler leaves a marker beside its summary, and an emulated
+process that sends SIGKILL to it (``os.kill``, which ``Process.kill`` and ``Popen.kill`` use)
+first waits, at most ``KILL_GRACE_S`` of real time, for that summary to appear. A process without
+a handler is killed at once, as before.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from revati.shim import real
 from revati.shim.patching import original, patch
 
 WRITE_WAIT_S = 2.0
+KILL_GRACE_S = 1.0
 STOP_SIGNALS = (signal.SIGTERM,)
 
 _WRAPPERS: dict[Any, Any] = {}   # our wrapper -> the program's handler
 
 
-def install(write_summary: Callable[[str], None]) -> None:
-    """Wrap the SIGTERM handlers the program installs from now on (and the one it has, if any)."""
+def install(write_summary: Callable[[str], None], summaries_dir: Path | None = None) -> None:
+    """Wrap the SIGTERM handlers the program installs from now on (and the one it has, if any).
+    ``summaries_dir``: where processes keep their summaries (``process-PID.json``), if anywhere."""
 
     def wrap(signum: int, handler: Any) -> Any:
         if signum not in STOP_SIGNALS or not callable(handler) or handler in _WRAPPERS:
             return handler
+        if summaries_dir is not None:
+            _marker(summaries_dir, os.getpid()).touch()
 
         def on_stop_signal(sig, frame):
             _write_bounded(write_summary, signal.Signals(sig).name)
@@ -58,6 +71,13 @@ def install(write_summary: Callable[[str], None]) -> None:
 
     patch(signal, "signal", signal_)
     patch(signal, "getsignal", getsignal)
+    if summaries_dir is not None:
+        def kill(pid, sig):
+            if sig == signal.SIGKILL and pid > 0 and pid != os.getpid():
+                _await_summary(summaries_dir, pid)
+            return original(os, "kill")(pid, sig)
+
+        patch(os, "kill", kill)
     if threading.current_thread() is threading.main_thread():   # signal.signal works only there
         for signum in STOP_SIGNALS:
             current = original(signal, "getsignal")(signum)
@@ -68,6 +88,23 @@ def install(write_summary: Callable[[str], None]) -> None:
 def program_handler(handler: Any) -> Any:
     """The program's handler behind one of revati's wrappers (the handler itself otherwise)."""
     return _WRAPPERS.get(handler, handler)
+
+
+def summary_path(summaries_dir: Path, pid: int) -> Path:
+    return summaries_dir / f"process-{pid}.json"
+
+
+def _marker(summaries_dir: Path, pid: int) -> Path:
+    """Beside a process's summary: it handles SIGTERM, so it writes its summary when stopped."""
+    return summaries_dir / f"process-{pid}.stop-handler"
+
+
+def _await_summary(summaries_dir: Path, pid: int) -> None:
+    if not _marker(summaries_dir, pid).exists():
+        return
+    deadline = real.monotonic() + KILL_GRACE_S
+    while not summary_path(summaries_dir, pid).exists() and real.monotonic() < deadline:
+        real.sleep(0.005)
 
 
 def _write_bounded(write_summary: Callable[[str], None], reason: str) -> None:

@@ -4,7 +4,7 @@
 ``revati emulate`` uses) or a ``TimekeeperServer`` in a thread of this process (tests), and
 returns a ``TimekeeperHandle``: the address and token to hand to the emulated processes, child
 announcements over a control connection, and the exit status, deadlock report and stats once
-it stopped. Both names are also importable from ``revati.shim.coord.server``.
+it stopped.
 
 Example::
 
