@@ -37,6 +37,11 @@ def test_program_exception_propagates_with_its_own_traceback():
     (["emulate", "--gpu", "h900", "--", "true"], "unknown GPU 'h900'; known:"),
     (["emulate", "--request-rate", "-1"], "request-rate"),
     (["emulate", "--num-gpus", "0", "--", "true"], "num-gpus"),
+    (["emulate", "--client", "true", "--", "true"], "--client needs --serve-port"),
+    (["emulate", "--serve-port", "8000", "--num-prompts", "3", "--client", "true", "--", "true"],
+     "--num-prompts: with --client the workload is the client's own"),
+    (["emulate", "--serve-port", "8000", "--client", "no-such-client --x", "--", "true"],
+     "no-such-client: command not found"),
 ])
 def test_bad_input_is_a_one_line_error(args, message):
     proc = _revati(*args)

@@ -293,6 +293,27 @@ def test_online_serving_with_vllm_serve_and_revatis_client(models, tmp_path):
     assert m["mean_tpot_ms"] < 20 and m["max_concurrent_requests"] >= 1
 
 
+def test_vllm_bench_serve_as_the_client(models, tmp_path):
+    """`revati emulate --serve-port P --client "vllm bench serve ..."`: vLLM's own benchmark client
+    under the same emulation writes its own result JSON, in virtual time."""
+    port = 20000 + (os.getpid() + 3) % 20000
+    bench = str(Path(VLLM_PYTHON).parent / "vllm")
+    client = (f"{bench} bench serve --backend vllm --base-url http://127.0.0.1:{port} --model {models['tiny']} "
+              "--dataset-name random --random-input-len 32 --random-output-len 8 --num-prompts 6 "
+              f"--request-rate 4 --ignore-eos --save-result --result-dir {tmp_path} --result-filename r.json")
+    cmd = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", "h100", "--serve-port", str(port), "--client", client,
+           "--", bench, "serve", str(models["tiny"]), "--port", str(port), "--load-format", "dummy",
+           "--enforce-eager", "--max-model-len", "256"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["completed"] == 6 and r["total_output_tokens"] == 6 * 8
+    # virtual time: 6 Poisson arrivals at 4/s (vllm bench serve's seed 0: the last one ~5 s in),
+    # and a tiny model's decode step is far below 20 ms of GPU and host time
+    assert 1 < r["duration"] < 20 and 0 < r["mean_tpot_ms"] < 20, r
+
+
 def test_vllm_serve_with_its_default_flags(models, tmp_path):
     """`vllm serve MODEL` with no compilation flag: vLLM's default compile mode runs under
     revati (decode in full graphs; Note [vLLM compile mode under emulation])."""

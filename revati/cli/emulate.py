@@ -61,6 +61,9 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("--serve-port", type=click.IntRange(1, 65535), default=None,
               help="COMMAND is a server listening on this port (e.g. `vllm serve`): run revati's benchmark "
                    "client against it under the same emulation with the workload flags, then stop it.")
+@click.option("--client", "client_command", default=None, metavar="'COMMAND ARGS'",
+              help="With --serve-port: run this benchmark client (one shell-quoted string, e.g. `vllm bench "
+                   "serve ...`) instead of revati's, under the same emulation; it writes its own results.")
 @click.option("--deadlock-timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.1),
               help="Real seconds every process may stay blocked with no pending wake-up before the run is stopped.")
 @click.option("--explain", is_flag=True,
@@ -69,8 +72,8 @@ def _gpu_choice(ctx, param, value: str) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the program's own output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_speed, raw_host_cpu, no_host_cpu, timeline_dir,
-            stats_dir, model, result_dir, serve_port, deadlock_timeout_s, explain, verbose, quiet, command,
-            **workload_flags):
+            stats_dir, model, result_dir, serve_port, client_command, deadlock_timeout_s, explain, verbose, quiet,
+            command, **workload_flags):
     """Run COMMAND with every CUDA kernel replaced by a jump of the virtual clock.
 
     Every Python process COMMAND starts (children included) sees NUM_GPUS virtual GPUs: tensors
@@ -87,6 +90,8 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
       revati emulate --gpu h100 -- python my_inference.py
       revati emulate --gpu h100 --serve-port 8000 --num-prompts 200 --request-rate 4 \\
           --result-dir out/ -- vllm serve DIR --port 8000 --load-format dummy
+      revati emulate --gpu h100 --serve-port 8000 --client "vllm bench serve --model DIR \\
+          --port 8000 --num-prompts 200 --request-rate 4 --save-result" -- vllm serve DIR --port 8000
       revati emulate --gpu a100 --timeline out/ -- python -m my.server --port 8000
     """
     from revati.shim.config import EmulationConfig
@@ -103,14 +108,23 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
 
         model_source(model, build=False)
     client_cmd = None
+    if client_command is not None and serve_port is None:
+        raise click.UsageError("--client needs --serve-port (the port the server listens on)")
     if serve_port is not None:
         if not command:
             raise click.UsageError("--serve-port needs the server command after --, e.g. "
                                    "`-- vllm serve DIR --port 8000 --load-format dummy`")
-        result_dir = result_dir or tempfile.mkdtemp(prefix="revati-serve-")
-        client_cmd = [sys.executable, "-m", "revati", "bench", "serve", "--base-url",
-                      f"http://127.0.0.1:{serve_port}", "--ready-check-timeout-sec", "36000",
-                      "--result-dir", result_dir, "--quiet", *workload]
+        if client_command is not None:
+            given = _given_workload_flags(workload_flags)
+            if given:
+                raise click.UsageError(f"{', '.join(given)}: with --client the workload is the client's own; "
+                                       "give it in the --client command")
+            client_cmd = _user_client(client_command)
+        else:
+            result_dir = result_dir or tempfile.mkdtemp(prefix="revati-serve-")
+            client_cmd = [sys.executable, "-m", "revati", "bench", "serve", "--base-url",
+                          f"http://127.0.0.1:{serve_port}", "--ready-check-timeout-sec", "36000",
+                          "--result-dir", result_dir, "--quiet", *workload]
     if not command:
         # the main job's driver takes the same workload flags as revati's benchmark client
         command = (sys.executable, "-m", "revati.drivers.hf_cb", "--model", model, *workload)
@@ -137,7 +151,7 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
         result = launcher.run(list(command), cfg, deadlock_timeout_s=deadlock_timeout_s, client_cmd=client_cmd)
     except (FileNotFoundError, PermissionError) as exc:   # _check_command missed it (a race, an odd PATH)
         raise BadInput(exc.filename or command[0], f"cannot run it ({exc.strerror or exc})") from None
-    if client_cmd is not None:
+    if client_cmd is not None and client_command is None:
         _finish_serve_run(result, result_dir, gpu, quiet, cfg)
     elif result_dir and (Path(result_dir) / "metrics.json").exists():   # the main job wrote it
         from revati.metrics.result import METRICS_FILE, RunExtras, merge_extras
@@ -177,6 +191,29 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
             f"processes ran {result.virtual_s:.3f} s virtual (start-up included) in {result.wall_s:.3f} s wall, "
             f"roofline fallbacks {result.fallback_op_count}", err=True)
     sys.exit(result.returncode)
+
+
+def _given_workload_flags(workload_flags: dict) -> list[str]:
+    """The workload flags set on the command line (not left at their defaults)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return [f"--{name.replace('_', '-')}" for name in workload_flags
+            if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+
+
+def _user_client(client_command: str) -> list[str]:
+    """``--client``'s command as an argument list; a usage error when it cannot be run."""
+    import shlex
+
+    try:
+        argv = shlex.split(client_command)
+    except ValueError as exc:
+        raise click.UsageError(f"--client {client_command!r}: {exc}") from None
+    if not argv:
+        raise click.UsageError("--client needs a command, e.g. --client \"vllm bench serve --model DIR ...\"")
+    _check_command(tuple(argv))
+    return argv
 
 
 def _host_target(host_cpu: str, host_speed: float | None, gpu: str, no_host_cpu: bool):
