@@ -41,7 +41,7 @@ def test_program_exception_propagates_with_its_own_traceback():
     (["emulate", "--serve-port", "8000", "--num-prompts", "3", "--client", "true", "--", "true"],
      "--num-prompts: with --client the workload is the client's own"),
     (["emulate", "--serve-port", "8000", "--client", "no-such-client --x", "--", "true"],
-     "no-such-client: command not found"),
+     "--client: no-such-client: command not found"),
 ])
 def test_bad_input_is_a_one_line_error(args, message):
     proc = _revati(*args)

@@ -212,7 +212,10 @@ def _user_client(client_command: str) -> list[str]:
         raise click.UsageError(f"--client {client_command!r}: {exc}") from None
     if not argv:
         raise click.UsageError("--client needs a command, e.g. --client \"vllm bench serve --model DIR ...\"")
-    _check_command(tuple(argv))
+    try:
+        _check_command(tuple(argv))
+    except BadInput as exc:
+        raise click.UsageError(f"--client: {exc}") from None
     return argv
 
 
