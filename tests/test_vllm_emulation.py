@@ -293,6 +293,17 @@ def test_online_serving_with_vllm_serve_and_revatis_client(models, tmp_path):
     assert m["mean_tpot_ms"] < 20 and m["max_concurrent_requests"] >= 1
 
 
+def test_pipeline_parallel_serving(models, tmp_path):
+    """`vllm serve -pp 2` on two virtual GPUs: the API server, the engine core and one worker per
+    stage, every request complete."""
+    out, stats = tmp_path / "serve-pp2", tmp_path / "stats"
+    m = _served(serve(models["tiny"], out, "-pp", "2", num_gpus=2, stats_dir=stats), out)
+    assert m["mean_tpot_ms"] > 0
+    summaries = [json.loads(f.read_text()) for f in sorted(stats.glob("process-*.json"))]
+    assert sum("vllm" in s.get("explain", {}).get("engines_imported", []) for s in summaries) == 4, \
+        [(s["pid"], s.get("process_name")) for s in summaries]
+
+
 def test_vllm_bench_serve_as_the_client(models, tmp_path):
     """`revati emulate --serve-port P --client "vllm bench serve ..."`: vLLM's own benchmark client
     under the same emulation writes its own result JSON, in virtual time."""
