@@ -32,7 +32,7 @@ import sys
 from typing import Any
 
 from revati.errors import UnsupportedEngine
-from revati.shim.patching import patch
+from revati.shim.patching import is_patched, patch
 
 COMPILE_HINT = ("torch.compile is not emulated; run eagerly with enforce_eager=True (--enforce-eager, or -O0), "
                 "or with full CUDA graphs for decode and no compilation: "
@@ -57,9 +57,9 @@ def adapted_modes(mode: Any, cudagraph_mode: Any, optimization_level: Any, enfor
 def install(mod: Any) -> None:
     """Import hook of ``vllm.engine.arg_utils``: wrap EngineArgs.create_engine_config."""
     cls = mod.EngineArgs
-    real = cls.create_engine_config
-    if getattr(real, "__revati__", False):
+    if is_patched(cls, "create_engine_config"):
         return
+    real = cls.create_engine_config
 
     def create_engine_config(self, *args, **kwargs):
         cc = self.compilation_config
@@ -91,6 +91,5 @@ def install(mod: Any) -> None:
             patch(kernel, "enable_jit_warmup", False)
         return config
 
-    create_engine_config.__revati__ = True
     create_engine_config.__wrapped__ = real
     patch(cls, "create_engine_config", create_engine_config)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from revati.shim.patching import patch
+from revati.shim.patching import original, patch
 
 
 class Stamped:
@@ -53,10 +53,24 @@ def install(mod: Any) -> None:
     clock = runtime.get().clock
     if hasattr(mod, "SPINLOOP_EXT_ENABLED"):
         patch(mod, "SPINLOOP_EXT_ENABLED", False)
-    patch(mod.SpinCondition, "wait", _wait_for_notify)
+    zmq = mod.zmq
+
+    def wait_for_notify(self, timeout_ms: int | None = None) -> None:
+        """SpinCondition.wait without the busy phase: wait for the writer's notification (or a
+        cancel) at once. Both sockets are ZMQ, so the poll is a virtual wait."""
+        assert self.is_reader, "Only readers can wait"
+        events = dict(self.poller.poll(timeout=timeout_ms))
+        if self.local_notify_socket in events:
+            try:   # the notification (conflated: at most one is queued) carries no data of its own
+                self.local_notify_socket.recv(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                pass
+
+    patch(mod.SpinCondition, "wait", wait_for_notify)
 
     queue = mod.MessageQueue
-    real_enqueue, real_dequeue = queue.enqueue, queue.dequeue
+    # original(): the unpatched methods, also if the hook ran twice
+    real_enqueue, real_dequeue = original(queue, "enqueue"), original(queue, "dequeue")
 
     def enqueue(self, obj, *args, **kwargs):
         return real_enqueue(self, Stamped(clock.now(), obj), *args, **kwargs)
@@ -72,16 +86,3 @@ def install(mod: Any) -> None:
     patch(queue, "enqueue", enqueue)
     patch(queue, "dequeue", dequeue)
 
-
-def _wait_for_notify(self, timeout_ms: int | None = None) -> None:
-    """SpinCondition.wait without the busy phase: wait for the writer's notification (or a
-    cancel) at once. Both sockets are ZMQ, so the poll is a virtual wait."""
-    assert self.is_reader, "Only readers can wait"
-    events = dict(self.poller.poll(timeout=timeout_ms))
-    if self.local_notify_socket in events:
-        import zmq
-
-        try:   # the notification (conflated: at most one is queued) carries no data of its own
-            self.local_notify_socket.recv(flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            pass
