@@ -71,6 +71,12 @@ class LocalCoordinator:
     def coordination_cpu_ns(self) -> int:
         return self._cpu_ns
 
+    def coordination_thread_idents(self) -> set[int]:
+        """The monitor thread: its whole CPU time is in ``coordination_cpu_ns``, so the clock's
+        full-collection exclusion must leave its collections alone (they were excluded twice)."""
+        ident = self._monitor.ident
+        return {ident} if ident is not None else set()
+
     def register_thread(self, key: object = None) -> None:
         """Count a program thread; ``key`` names a thread that is starting (no ident yet)."""
         with self._lock:
