@@ -30,7 +30,7 @@ import types
 from typing import Any
 
 from revati.shim import import_hooks, real
-from revati.shim.vwait import Waits, virtual_select_select, virtual_selector_select
+from revati.shim.vwait import Waits, timeout_ns, virtual_select_select, virtual_selector_select
 from revati.shim.patching import patch
 
 REAL = real.TIME
@@ -132,7 +132,7 @@ def install(rt, coordinator) -> Waits:
         if secs == 0:
             REAL["sleep"](0)
             return
-        waits.sleep_until(now() + int(secs * 1e9))
+        waits.sleep_until(now() + timeout_ns(secs))  # Note [Timeouts round up]
 
     virtual = {
         "time": v_time, "time_ns": v_time_ns, "monotonic": v_monotonic, "monotonic_ns": v_monotonic_ns,

@@ -45,6 +45,7 @@ revati/shim/clock.py). The rule for the threads that share it:
 
 from __future__ import annotations
 
+import math
 import select as _select
 import selectors
 import threading
@@ -68,6 +69,18 @@ MAX_SETTLE_SLICES = 100
 HOLD_SLICE_S = 0.0001
 HOLD_MAX_S = 1.0
 HOLD_MAX_MISSES = 3
+
+
+# Note [Timeouts round up]
+# ========================
+# A timeout in float seconds becomes a deadline in whole nanoseconds rounded *up*. asyncio's
+# loop waits ``when - time()`` and then runs what is due before ``time() + 1e-9``; rounded down,
+# a remainder just under 1 ns became a wait of 0 ns that ended where it began, and the loop
+# asked again for ever. With host CPU counted the CPU of each round moved the clock on; in the
+# repeatable mode (--no-host-cpu) `vllm serve` spun there at a fixed virtual time.
+def timeout_ns(timeout_s: float) -> int:
+    """A timeout as whole nanoseconds, rounded up (Note [Timeouts round up])."""
+    return math.ceil(timeout_s * 1e9) if timeout_s > 0 else 0
 
 
 class _Settling:
@@ -152,7 +165,7 @@ class Waits:
     def deadline(self, timeout_s: float | None) -> int | None:
         if timeout_s is None:
             return None
-        return self.clock.now() + max(int(timeout_s * 1e9), 0)
+        return self.clock.now() + timeout_ns(timeout_s)
 
     def _after_wake(self, granted: int | None) -> None:
         # Woken by its deadline: the clock jumps there. Woken by data or by another thread: the
