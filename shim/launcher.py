@@ -99,12 +99,16 @@ def explain_patches(cfg: EmulationConfig, timeout_s: float = 300.0) -> dict:
 def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
         base_env: dict[str, str] | None = None, timeout_s: float | None = None,
         deadlock_timeout_s: float = 30.0, client_cmd: list[str] | None = None,
-        server_stop_timeout_s: float = 30.0) -> EmulationResult:
+        server_stop_timeout_s: float = 30.0, serve_port: int | None = None) -> EmulationResult:
     """Run ``cmd`` under emulation with a timekeeper coordinating all of its processes.
 
     With ``client_cmd``, ``cmd`` is a server: the client runs beside it under the same
     timekeeper; when the client exits the server is stopped (SIGTERM, then SIGKILL after
-    ``server_stop_timeout_s``), and the run's exit status is the client's.
+    ``server_stop_timeout_s``), and the run's exit status is the client's. With ``serve_port``
+    the client starts once the server listens there, as a user starts a benchmark after the
+    server says it is ready (clients with no ready check of their own, such as `vllm bench
+    serve`, found the port closed); if the server exits first, the client never starts and the
+    run's exit status is the server's.
     """
     from revati.shim.coord.handle import start_timekeeper
     from revati.shim.coord.server import TimekeeperConfig
@@ -123,6 +127,8 @@ def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
         deadlock = None
         try:
             for command in ([cmd, client_cmd] if client_cmd else [cmd]):
+                if command is client_cmd and serve_port is not None and not _wait_listening(serve_port, procs[0], tk):
+                    break
                 ticket = tk.expect_child(timeout_s=120.0)
                 child_env = dict(env, **tk.env(ticket))
                 procs.append(subprocess.Popen(command, env=child_env, cwd=cwd, start_new_session=True,
@@ -157,6 +163,40 @@ def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
             except (OSError, json.JSONDecodeError):
                 continue
         return EmulationResult(returncode, wall, processes, deadlock, tk.stats)
+
+
+LISTEN_WAIT_NOTICE_S = 120.0
+
+
+def _wait_listening(port: int, server: subprocess.Popen, tk) -> bool:
+    """Wait (real time) until a socket listens on TCP ``port``; False if the server exits or
+    the timekeeper stops first. Read from /proc/net/tcp{,6}, not by connecting: a connection from
+    outside the emulation would be a peer the server's virtual I/O cannot account for."""
+    t0 = time.monotonic()
+    noticed = False
+    while not _listening(port):
+        if server.poll() is not None or tk.exit_status is not None:
+            return False
+        if not noticed and time.monotonic() - t0 > LISTEN_WAIT_NOTICE_S:
+            noticed = True
+            print(f"revati: still waiting for the server to listen on port {port} before starting the client "
+                  "(does --serve-port match the server's port?)", file=sys.stderr, flush=True)
+        time.sleep(0.1)
+    return True
+
+
+def _listening(port: int) -> bool:
+    want = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 3 and fields[3] == "0A" and fields[1].endswith(want):   # 0A: LISTEN
+                return True
+    return False
 
 
 def _wait(proc: subprocess.Popen, tk, timeout_s: float | None) -> int:

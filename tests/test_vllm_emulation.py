@@ -325,6 +325,35 @@ def test_vllm_bench_serve_as_the_client(models, tmp_path):
     assert 1 < r["duration"] < 20 and 0 < r["mean_tpot_ms"] < 20, r
 
 
+def test_vllm_bench_serve_and_revatis_client_agree_on_the_same_workload(models, tmp_path):
+    """The same workload flags through `vllm bench serve` and through revati's client, in the
+    repeatable mode with every request at once (no arrival draws to differ): the same prompt
+    lengths at the server (both count the BOS), and the same virtual-time metrics."""
+    flags = "--random-input-len 32 --random-output-len 8 --num-prompts 6 --request-rate inf"
+    port = 20000 + (os.getpid() + 5) % 20000
+    bench = str(Path(VLLM_PYTHON).parent / "vllm")
+    server = ["--", bench, "serve", str(models["tiny"]), "--port", str(port), "--load-format", "dummy",
+              "--enforce-eager", "--max-model-len", "256"]
+    emulate = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", "h100", "--no-host-cpu", "--serve-port", str(port)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    client = (f"{bench} bench serve --backend vllm --base-url http://127.0.0.1:{port} --model {models['tiny']} "
+              f"--dataset-name random {flags} --ignore-eos --save-result --result-dir {tmp_path} "
+              "--result-filename vllm.json")
+    theirs = subprocess.run([*emulate, "--client", client, *server], capture_output=True, text=True,
+                            timeout=900, cwd=REPO, env=env)
+    assert theirs.returncode == 0, (theirs.stdout + theirs.stderr)[-6000:]
+    ours = subprocess.run([*emulate, *flags.split(), "--result-dir", str(tmp_path / "revati"), "-q", *server],
+                          capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert ours.returncode == 0, (ours.stdout + ours.stderr)[-6000:]
+    a = json.loads((tmp_path / "vllm.json").read_text())
+    b = json.loads((tmp_path / "revati" / "metrics.json").read_text())
+    assert a["completed"] == b["completed"] == 6
+    assert a["total_input_tokens"] == b["total_input_tokens"] == 6 * 32
+    assert a["total_output_tokens"] == b["total_output_tokens"] == 6 * 8
+    for key in ("duration", "mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "mean_itl_ms"):
+        assert b[key] == pytest.approx(a[key], rel=0.03), (key, a[key], b[key])
+
+
 def test_vllm_serve_with_its_default_flags(models, tmp_path):
     """`vllm serve MODEL` with no compilation flag: vLLM's default compile mode runs under
     revati (decode in full graphs; Note [vLLM compile mode under emulation])."""

@@ -102,3 +102,18 @@ def test_written_mooncake_without_hashes_gets_unshared_blocks(tmp_path):
     lines = [json.loads(x) for x in write_mooncake_jsonl(reqs, tmp_path / "w.jsonl").read_text().splitlines()]
     assert lines[0]["hash_ids"] == [0, 1, 2] and lines[1]["hash_ids"] == [3]
     assert lines[1]["timestamp"] == 500
+
+
+def test_text_prompts_count_the_special_tokens_the_server_adds(tmp_path):
+    # as `vllm bench serve` does: --random-input-len 32 is 32 tokens at the server, BOS included
+    transformers = pytest.importorskip("transformers")
+    from revati.models_zoo import write_model_dir
+    from revati.workload.request import WorkloadRequest
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(write_model_dir("tiny-llama", tmp_path / "m")))
+    added = tok.num_special_tokens_to_add()
+    assert added == 1    # Llama's BOS
+    builder = PromptBuilder(seed=3, tokenizer=tok, added_special_tokens=added)
+    for i in range(4):
+        text = builder.text(WorkloadRequest(request_id=i, arrival_s=0.0, prompt_tokens=32, output_tokens=4))
+        assert len(tok(text)["input_ids"]) == 32

@@ -93,8 +93,9 @@ def make_prompts(cfg: BenchConfig, requests, tokenizer) -> tuple[list, str]:
         raise BadInput(cfg.client.model, "text prompts need --tokenizer (or a local model directory)")
     if cfg.client.backend == "openai-chat" and fmt != "text":
         raise BadInput(cfg.client.backend, "chat completions need text prompts (give --tokenizer)")
+    added = int(tokenizer.num_special_tokens_to_add()) if fmt == "text" else 0
     builder = PromptBuilder(vocab_size=cfg.vocab_size, seed=cfg.workload.seed, tokenizer=tokenizer,
-                            block_size=cfg.hash_block_size)
+                            block_size=cfg.hash_block_size, added_special_tokens=added)
     if fmt == "text":
         return [builder.text(r) for r in requests], fmt
     return [builder.token_ids(r) for r in requests], fmt

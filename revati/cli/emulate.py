@@ -148,7 +148,8 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
                                "import_hooks": [h["module"] for h in patched["hooks"]]}, indent=2))
         return
     try:
-        result = launcher.run(list(command), cfg, deadlock_timeout_s=deadlock_timeout_s, client_cmd=client_cmd)
+        result = launcher.run(list(command), cfg, deadlock_timeout_s=deadlock_timeout_s, client_cmd=client_cmd,
+                              serve_port=serve_port if client_cmd is not None else None)
     except (FileNotFoundError, PermissionError) as exc:   # _check_command missed it (a race, an odd PATH)
         raise BadInput(exc.filename or command[0], f"cannot run it ({exc.strerror or exc})") from None
     if client_cmd is not None and client_command is None:

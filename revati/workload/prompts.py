@@ -6,7 +6,10 @@ A serving benchmark needs prompts of a given token count, not meaningful text. T
   lengths, no tokenizer needed. Ids are drawn uniformly from ``[low_id, vocab_size)``.
 - text (any OpenAI-compatible server): ids from the tokenizer's ordinary vocabulary are
   decoded, re-encoded and trimmed until the text encodes to the wanted count (or the closest
-  count a few rounds reach; the server's reported ``prompt_tokens`` is what metrics use).
+  count a few rounds reach; the server's reported ``prompt_tokens`` is what metrics use). The
+  count includes the special tokens the server's tokenizer adds (``added_special_tokens``, a
+  BOS for Llama), as `vllm bench serve` counts them: the same flags give both clients the same
+  prompt lengths.
 
 Mooncake ``hash_ids`` become real shared prefixes: block ``h`` is always the same
 ``block_size`` ids (drawn from a generator seeded by ``(seed, h)``), so requests naming the same
@@ -33,6 +36,7 @@ class PromptBuilder:
     seed: int = 0
     block_size: int = MOONCAKE_BLOCK_SIZE
     tokenizer: Any = None       # a transformers tokenizer; enables text prompts
+    added_special_tokens: int = 0   # text prompts: what the server's tokenizer adds (a BOS)
 
     def __post_init__(self) -> None:
         if self.tokenizer is not None:
@@ -74,8 +78,8 @@ class PromptBuilder:
         (as near as a few decode/encode rounds get; exact for word-level vocabularies)."""
         if self.tokenizer is None:
             raise ValueError("text prompts need a tokenizer")
-        want = request.prompt_tokens
-        ids = self.token_ids(request)
+        want = max(1, request.prompt_tokens - self.added_special_tokens)
+        ids = self.token_ids(request)[:want]
         rng = np.random.default_rng([self.seed, 3, request.request_id])
         best_text, best_err = "", None
         for _ in range(_TEXT_FIT_ROUNDS):
