@@ -2,7 +2,7 @@
 
 usage: python benchmarks/vllm_serve_speedup.py [--python VLLM_PYTHON] [--model llama-2-7b] [--gpu h100]
            [--num-prompts 200] [--rates 2,8] [--input-len 128] [--output-len 128] [--eager]
-           [--max-model-len 2048] [--json OUT]
+           [--max-model-len 2048] [--tp 1] [--pp 1] [--json OUT]
 
 Each request rate is one `revati emulate --serve-port P -- vllm serve MODEL --load-format dummy`
 run: the real vLLM API server and engine core (separate processes) on a virtual GPU, and
@@ -12,6 +12,9 @@ TPOT, ITL, throughput: vllm bench serve's names), the benchmark's virtual durati
 time the benchmark phase took, their ratio (speedup; > 1 means faster than the real GPU would
 be), and the wall time of the whole run including vLLM's start-up (model init, KV-cache
 profiling, CUDA-graph capture), which a real GPU run pays too.
+
+--tp N / --pp N run vLLM's own multiprocess executor with one worker process per virtual GPU
+(N*M GPUs): benchmarks/vllm_parallel_serving.py runs the issue-18 cases through this script.
 
 Full CUDA graphs for decode (`-O0 --compilation-config {"cudagraph_mode":"FULL_DECODE_ONLY"}`)
 are the default, as in production; --eager runs every op through the shim.
@@ -57,11 +60,16 @@ def run_one(python: str, model_dir: Path, args: argparse.Namespace, rate: str, o
     vllm = str(Path(python).parent / "vllm")
     serve = [vllm, "serve", str(model_dir), "--port", str(port), "--load-format", "dummy",
              "--max-model-len", str(args.max_model_len)]
+    if args.tp > 1:
+        serve += ["-tp", str(args.tp)]
+    if args.pp > 1:
+        serve += ["-pp", str(args.pp)]
     if args.eager:
         serve.append("--enforce-eager")
     else:
         serve += ["-O0", "--compilation-config", '{"cudagraph_mode": "FULL_DECODE_ONLY"}']
-    cmd = [python, "-m", "revati", "emulate", "-q", "--gpu", args.gpu, "--serve-port", str(port),
+    cmd = [python, "-m", "revati", "emulate", "-q", "--gpu", args.gpu, "--num-gpus", str(args.tp * args.pp),
+           "--serve-port", str(port),
            "--num-prompts", str(args.num_prompts), "--request-rate", rate,
            "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
            "--seed", str(args.seed), "--result-dir", str(out_dir), "--stats-dir", str(out_dir / "stats"), "--", *serve]
@@ -113,6 +121,8 @@ def main() -> None:
     ap.add_argument("--output-len", type=int, default=128)
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tp", type=int, default=1, help="tensor-parallel size (vLLM -tp)")
+    ap.add_argument("--pp", type=int, default=1, help="pipeline-parallel size (vLLM -pp)")
     ap.add_argument("--eager", action="store_true", help="--enforce-eager instead of full decode CUDA graphs")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
@@ -129,7 +139,8 @@ def main() -> None:
                                       f"virtual {row['virtual_duration_s']:.2f} s, wall {row['wall_duration_s']:.2f} s, "
                                       f"speedup {row['speedup']:.2f}x"), file=sys.stderr, flush=True)
     mode = "eager" if args.eager else "full decode CUDA graphs"
-    print(f"vllm serve {args.model} on virtual {args.gpu}, {args.num_prompts} requests "
+    par = f" TP={args.tp} PP={args.pp}" if args.tp * args.pp > 1 else ""
+    print(f"vllm serve {args.model}{par} on virtual {args.gpu}, {args.num_prompts} requests "
           f"{args.input_len}/{args.output_len} tokens, {mode}")
     print(_table(rows))
     from revati.shim.breakdown import format_line
@@ -143,7 +154,7 @@ def main() -> None:
         print("  " + format_line(f"all {r['breakdown_total']['processes']} reporting processes, against the run's wall",
                                  r["breakdown_total"]))
     if args.json:
-        args.json.write_text(json.dumps({"model": args.model, "gpu": args.gpu, "mode": mode,
+        args.json.write_text(json.dumps({"model": args.model, "gpu": args.gpu, "mode": mode, "tp": args.tp, "pp": args.pp,
                                          "num_prompts": args.num_prompts, "input_len": args.input_len,
                                          "output_len": args.output_len, "rows": rows}, indent=1))
 

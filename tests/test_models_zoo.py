@@ -13,6 +13,7 @@ transformers = pytest.importorskip("transformers", reason="needs transformers to
 # name -> (layers, hidden, kv heads, vocab): the published configs' numbers
 SHAPES = {
     "llama-2-7b": (32, 4096, 32, 32000),
+    "llama-2-13b": (40, 5120, 40, 32000),
     "llama-2-70b": (80, 8192, 8, 32000),
     "llama-3-8b": (32, 4096, 8, 128256),
     "qwen2.5-7b": (28, 3584, 4, 152064),

@@ -36,6 +36,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SOURCES = {
     "tiny-llama": "(revati test model: 2 layers, hidden 256; not a released model)",
     "llama-2-7b": "meta-llama/Llama-2-7b-hf",
+    "llama-2-13b": "meta-llama/Llama-2-13b-hf",
     "llama-2-70b": "meta-llama/Llama-2-70b-hf",
     "llama-3-8b": "meta-llama/Meta-Llama-3-8B",
     "qwen2.5-7b": "Qwen/Qwen2.5-7B",
