@@ -67,13 +67,13 @@ import importlib.metadata as md
 import torch
 assert torch.version.cuda is None, f"a CUDA build of torch is installed ({torch.__version__}); remove the venv"
 assert torch.__version__.startswith("2.13."), torch.__version__
-sglang = md.version("sglang")
-assert sglang == "0.5.23", sglang
+version = md.version("sglang")
+assert version == "0.5.23", version
 import revati.shim.engines  # noqa: F401  (the shim resolves to this checkout)
 from revati.shim.engines import torchvision_compat
 torchvision_compat.install()  # PyPI's torchvision is built for the CUDA torch (see the script)
 import sglang.srt.server_args  # noqa: F401  (sglang and the dependencies it imports at start)
-print(f"sglang {sglang}, torch {torch.__version__}, triton {md.version('triton')}")
+print(f"sglang {version}, torch {torch.__version__}, triton {md.version('triton')}")
 EOF
 }
 
