@@ -1,7 +1,10 @@
 """The virtual timeline of one process, exportable as a Chrome/Perfetto trace.
 
 Events are appended only when a timeline path is configured, so the hot path pays one
-attribute test otherwise.
+attribute test otherwise. Each process writes its own file (``timeline-PID.json``);
+``merge_timelines`` joins a run's files into one trace (``timeline.json``), where every process
+is a track group and every virtual GPU's streams are lanes, all on the one virtual time axis:
+pipeline stages' idle gaps (bubbles) show between their kernels.
 """
 
 from __future__ import annotations
@@ -61,3 +64,26 @@ class Timeline:
         path = self.path.replace("{pid}", str(os.getpid()))
         atomic_write_bytes(path, json.dumps(self.to_chrome()).encode())  # type: ignore[arg-type]
         return path
+
+
+MERGED_NAME = "timeline.json"
+
+
+def merge_timelines(folder: str) -> str | None:
+    """Join the per-process traces in ``folder`` into ``folder/timeline.json``; its path, or None
+    if there were none. A file a process could not finish (killed mid-write) is left out."""
+    from pathlib import Path
+
+    events: list[dict[str, Any]] = []
+    found = False
+    for f in sorted(Path(folder).glob("timeline-*.json")):
+        try:
+            events.extend(json.loads(f.read_text())["traceEvents"])
+        except (OSError, ValueError, KeyError):
+            continue
+        found = True
+    if not found:
+        return None
+    path = str(Path(folder) / MERGED_NAME)
+    atomic_write_bytes(path, json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}).encode())
+    return path

@@ -102,6 +102,8 @@ def test_timeline_export_has_kernels_on_stream_tracks_and_host_syncs(tmp_path):
     assert all(e["dur"] > 0 for e in kernels)
     syncs = [e for e in events if e.get("cat") == "sync" and e["name"] == "device synchronize"]
     assert syncs and syncs[-1]["ts"] + syncs[-1]["dur"] >= max(e["ts"] + e["dur"] for e in kernels) - 1e-3
+    # the run's processes joined in one trace (one process here: the same events)
+    assert json.loads((tmp_path / "tl" / "timeline.json").read_text())["traceEvents"] == events
 
 
 # -- bad input: one line, non-zero, nothing started (issue 15, item 4) ---------------------------

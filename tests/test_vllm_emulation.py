@@ -76,10 +76,12 @@ class Run:
 
 
 def emulate(model: Path, gpu: str, *args: str, host_cpu: bool = True, num_gpus: int = 1,
-            timeout: int = 600) -> Run:
+            timeout: int = 600, timeline: Path | None = None) -> Run:
     stats_dir = Path(tempfile.mkdtemp(prefix="revati-vllm-test-"))
     cmd = [VLLM_PYTHON, "-m", "revati", "emulate", "--gpu", gpu, "--num-gpus", str(num_gpus),
            "--stats-dir", str(stats_dir)]
+    if timeline is not None:
+        cmd += ["--timeline", str(timeline)]
     if not host_cpu:
         cmd.append("--no-host-cpu")
     cmd += ["--", VLLM_PYTHON, str(PROGRAM), str(model), *args]
@@ -166,19 +168,42 @@ def test_tensor_parallel_two_workers_on_two_virtual_gpus(models, tiny_runs):
     assert 1.9 < ratio < 2.1, ratio
 
 
-def test_pipeline_parallel_two_stages_on_two_virtual_gpus(models, tiny_runs):
+def test_pipeline_parallel_two_stages_on_two_virtual_gpus(models, tiny_runs, tmp_path):
     """PP=2: one worker process per stage, activations sent between them (virtual send/recv,
     revati/shim/collectives.py), the last stage samples (its device->host copy waits on a
     torch.Event: revati/shim/cuda_api.py AcceleratorEvent). Each stage holds half the layers,
-    so each GPU fits twice the tokens."""
+    so each GPU fits twice the tokens. The merged timeline shows both stages on one virtual time
+    axis, each idle while the other works (the pipeline's bubbles)."""
     run = emulate(models["tiny"], "h100_sxm", "--batch", "3", "--input-len", "20", "--output-len", "12",
-                  "--pp", "2", num_gpus=2)
+                  "--pp", "2", num_gpus=2, timeline=tmp_path / "tl")
     r = _ok(run)
     assert r["output_lens"] == [12, 12, 12]
     assert re.search(r"Worker_PP1 pid=\d+", run.log), run.log[-3000:]
     assert sum("vllm" in ex.get("engines_imported", []) for ex in run.explained) == 3, run.explained
     ratio = r["kv_cache_tokens"] / _ok(tiny_runs["h100_sxm"])["kv_cache_tokens"]
     assert 1.9 < ratio < 2.1, ratio
+    _stages_alternate(json.loads((tmp_path / "tl" / "timeline.json").read_text())["traceEvents"])
+
+
+def _stages_alternate(events: list[dict]) -> None:
+    lanes = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e["name"] == "thread_name" and e["args"]["name"].startswith("cuda:")}
+    kernels: dict[str, list[tuple[float, float, str]]] = {}
+    pids: dict[str, set] = {}
+    for e in events:
+        if e.get("cat") == "kernel":
+            device = lanes[(e["pid"], e["tid"])].split()[0]
+            kernels.setdefault(device, []).append((e["ts"], e["ts"] + e["dur"], e["name"]))
+            pids.setdefault(device, set()).add(e["pid"])
+    assert set(kernels) == {"cuda:0", "cuda:1"}, set(kernels)
+    assert pids["cuda:0"].isdisjoint(pids["cuda:1"])                  # one process per stage
+    assert any(name.startswith("send_recv") for *_, name in kernels["cuda:0"])   # activations sent
+    assert {n for *_, n in kernels["cuda:1"]} >= {"argmax"} and "argmax" not in {n for *_, n in kernels["cuda:0"]}
+    # the last step: stage 1 runs its layers and samples after stage 0 has sent its activations
+    # and gone idle (a bubble on cuda:0), on the one virtual time axis
+    stage0_done = max(end for _, end, _ in kernels["cuda:0"])
+    after = [k for k in kernels["cuda:1"] if k[0] >= stage0_done]
+    assert len(after) >= 3 and any(n == "gemm" for *_, n in after), after
 
 
 def test_a100_is_slower_than_h100_for_the_same_run(wide_runs):

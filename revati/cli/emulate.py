@@ -152,6 +152,12 @@ def emulate(gpu, num_gpus, launch_overhead_us, kernel_stack, host_cpu, host_spee
                               serve_port=serve_port if client_cmd is not None else None)
     except (FileNotFoundError, PermissionError) as exc:   # _check_command missed it (a race, an odd PATH)
         raise BadInput(exc.filename or command[0], f"cannot run it ({exc.strerror or exc})") from None
+    if timeline_dir:
+        from revati.shim.timeline import merge_timelines
+
+        merged = merge_timelines(timeline_dir)
+        if merged and not quiet:
+            click.echo(f"revati: timeline of all processes: {merged} (open in ui.perfetto.dev)", err=True)
     if client_cmd is not None and client_command is None:
         _finish_serve_run(result, result_dir, gpu, quiet, cfg)
     elif result_dir and (Path(result_dir) / "metrics.json").exists():   # the main job wrote it
