@@ -142,14 +142,16 @@ class LocalCoordinator:
             granted = self.end_wait(token)
         return granted if granted is not None else deadline_ns
 
-    def wait_io(self, rfds: list[int], wfds: list[int], deadline_ns: int | None, label: str = "") -> IoWaitResult:
-        """Block until a descriptor is ready or the virtual deadline is granted."""
+    def wait_io(self, rfds: list[int], wfds: list[int], deadline_ns: int | None, label: str = "",
+                also_ready: Callable[[], bool] | None = None) -> IoWaitResult:
+        """Block until a descriptor is ready or the virtual deadline is granted (``also_ready``:
+        as Coordinator.wait_io's)."""
         r_wake, w_wake = os.pipe()
         os.set_blocking(w_wake, False)
 
         def ready_now() -> bool:
             r, w, _ = _select.select(rfds, wfds, [], 0)
-            return bool(r or w)
+            return bool(r or w) or (also_ready is not None and also_ready())
 
         def poke(t: int) -> None:
             try:

@@ -113,9 +113,11 @@ class _Settling:
         self._settle()
         return self._coord.sleep_until(deadline_ns, label)
 
-    def wait_io(self, rfds, wfds, deadline_ns, label=""):
+    def wait_io(self, rfds, wfds, deadline_ns, label="", also_ready=None):
         self._settle()
-        return self._coord.wait_io(rfds, wfds, deadline_ns, label)
+        if also_ready is None:
+            return self._coord.wait_io(rfds, wfds, deadline_ns, label)
+        return self._coord.wait_io(rfds, wfds, deadline_ns, label, also_ready=also_ready)
 
     def begin_wait(self, deadline_ns, io_check=None, on_wake=None, label=""):
         self._settle()

@@ -276,18 +276,22 @@ class Coordinator(CoordinatorIO):
         return self.end_wait(w.token)
 
     def wait_io(self, rfds: list[int], wfds: list[int], deadline_ns: int | None,
-                label: str = "") -> IoWaitResult:
+                label: str = "", also_ready: Callable[[], bool] | None = None) -> IoWaitResult:
         """Block until a file descriptor is ready or virtual time reaches ``deadline_ns``.
 
         The coordinated form of ``select``: ``granted_ns`` is set (and no descriptor is
         reported) when the deadline passed first -- see Note [Virtual time coordination],
         "Data channels", for why data stamped at or after the deadline must not win.
+        ``also_ready()``: the data the descriptors announce is already there although their
+        signal may still be in flight (a shared-memory write whose ZMQ notification libzmq's I/O
+        threads have not delivered yet): the timekeeper's probe counts the wait as ready and
+        grants no deadline past it; the thread still wakes on the descriptors.
         """
         rfds, wfds = list(rfds), list(wfds)
 
         def io_check() -> bool:
             r, w = _poll(rfds, wfds, 0)
-            return bool(r or w)
+            return bool(r or w) or (also_ready is not None and also_ready())
 
         with self._lock:
             try:

@@ -19,6 +19,7 @@ asyncio loop's selector, which is virtual already.
 
 from __future__ import annotations
 
+import os
 import struct
 import weakref
 from typing import Any
@@ -53,6 +54,11 @@ class _Framing:
         self.recv_index = 0
 
 
+# ``virtual_poll(items, timeout_ms, also_ready=None)``: the adapted zmq_poll, once installed
+# (revati/shim/engines/vllm/shm_queue.py waits through it with ``also_ready``).
+virtual_poll = None
+
+
 def _framing(sock, zmq) -> _Framing:
     st = _STATE.get(sock)
     if st is None:
@@ -79,8 +85,10 @@ def install(zmq) -> None:
             return item.getsockopt(zmq.FD)
         return item if isinstance(item, int) else item.fileno()
 
-    def _virtual_poll(items: list[tuple[Any, int]], timeout_ms: float | None) -> list[tuple[Any, int]]:
-        """zmq_poll semantics (timeout in ms, None or <0 = forever) on the virtual clock."""
+    def _virtual_poll(items: list[tuple[Any, int]], timeout_ms: float | None,
+                      also_ready: Any = None) -> list[tuple[Any, int]]:
+        """zmq_poll semantics (timeout in ms, None or <0 = forever) on the virtual clock.
+        ``also_ready``: see Coordinator.wait_io."""
         ready = real_zmq_poll(items, 0)
         if ready or (timeout_ms is not None and 0 <= timeout_ms <= 0):
             waits.polled()
@@ -88,12 +96,36 @@ def install(zmq) -> None:
         deadline = None if timeout_ms is None or timeout_ms < 0 else waits.deadline(timeout_ms / 1000.0)
         rfds = [_fd_of(s) for s, ev in items if isinstance(s, Socket) or ev & POLLIN]
         wfds = [_fd_of(s) for s, ev in items if not isinstance(s, Socket) and ev & POLLOUT]
-        while True:
-            res = waits.coord.wait_io(rfds, wfds, deadline, "zmq")
-            waits._after_wake(res.granted_ns)
-            ready = real_zmq_poll(items, 0)
-            if ready or res.granted_ns is not None:
-                return ready
+        if also_ready is None:
+            while True:
+                res = waits.coord.wait_io(rfds, wfds, deadline, "zmq")
+                waits._after_wake(res.granted_ns)
+                ready = real_zmq_poll(items, 0)
+                if ready or res.granted_ns is not None:
+                    return ready
+        # The probe that finds ``also_ready()`` true also wakes this thread through a pipe among
+        # the descriptors it waits on: the data may be there while no descriptor ever signals.
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+
+        def ready_now() -> bool:
+            if not also_ready():
+                return False
+            try:
+                os.write(wake_w, b"x")
+            except OSError:
+                pass
+            return True
+        try:
+            while True:
+                res = waits.coord.wait_io([*rfds, wake_r], wfds, deadline, "zmq", also_ready=ready_now)
+                waits._after_wake(res.granted_ns)
+                ready = real_zmq_poll(items, 0)
+                if ready or res.granted_ns is not None or also_ready():
+                    return ready
+        finally:
+            os.close(wake_r)
+            os.close(wake_w)
 
     def send(self, data, flags=0, copy=True, track=False, routing_id=None, group=None):
         waits.settle(SETTLE_S)
@@ -171,6 +203,8 @@ def install(zmq) -> None:
             pass
         return sock
 
+    global virtual_poll
+    virtual_poll = _virtual_poll
     patch(zmq.Context, "socket", socket)
     patch(Socket, "send", send)
     patch(Socket, "recv", recv)

@@ -23,13 +23,25 @@ while spinning, at once. In virtual time the reader's clock after reading is max
 clock, the writer's clock at the write) -- the rule of every channel between emulated
 processes (Note [Causal stamps on channels]) -- and its waiting costs no host time. The ring
 buffer itself has no room for the stamp, so it rides inside the pickled message.
+The notification must not be lost, nor be late in virtual time: vLLM's readers spin on the
+buffer's flags, so they never depended on it. Two things lost it here, and each loss cost the
+reader vLLM's recheck interval (5 s of virtual time; a PP=2 offline run took 45 s for 12
+tokens): the writer's PUB socket has a send high-water mark of 1, and libzmq processes the
+command that frees it at most once per ~1 ms of real time, so the second of two notifications
+sent close together was dropped -- the mark is lifted (0: none); and libzmq's I/O threads may
+deliver a notification after the writer has gone on to wait, when the timekeeper's probe finds
+every process blocked -- so the reader's wait also counts as ready when the buffer holds a
+message it has not read (``also_ready``, Coordinator.wait_io).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from revati.shim.patching import original, patch
+
+_READING = threading.local()   # .queue: the MessageQueue this thread is dequeuing from
 
 
 class Stamped:
@@ -55,11 +67,19 @@ def install(mod: Any) -> None:
         patch(mod, "SPINLOOP_EXT_ENABLED", False)
     zmq = mod.zmq
 
+    from revati.shim.engines import zmq_adapter
+
     def wait_for_notify(self, timeout_ms: int | None = None) -> None:
         """SpinCondition.wait without the busy phase: wait for the writer's notification (or a
-        cancel) at once. Both sockets are ZMQ, so the poll is a virtual wait."""
+        cancel) at once. Both sockets are ZMQ, so the poll is a virtual wait; it counts as ready
+        while the queue holds an unread message (Note [Shared-memory queues in virtual time])."""
         assert self.is_reader, "Only readers can wait"
-        events = dict(self.poller.poll(timeout=timeout_ms))
+        queue = getattr(_READING, "queue", None)
+        if zmq_adapter.virtual_poll is None or queue is None:
+            events = dict(self.poller.poll(timeout=timeout_ms))
+        else:
+            events = dict(zmq_adapter.virtual_poll(self.poller.sockets, timeout_ms,
+                                                   lambda: _unread(queue)))
         if self.local_notify_socket in events:
             try:   # the notification (conflated: at most one is queued) carries no data of its own
                 self.local_notify_socket.recv(flags=zmq.NOBLOCK, copy=False)
@@ -67,6 +87,15 @@ def install(mod: Any) -> None:
                 pass
 
     patch(mod.SpinCondition, "wait", wait_for_notify)
+
+    real_init = original(mod.SpinCondition, "__init__")
+
+    def spin_condition_init(self, is_reader, *args, **kwargs):
+        real_init(self, is_reader, *args, **kwargs)
+        if not is_reader:   # Note [Shared-memory queues in virtual time]: no notification dropped
+            self.local_notify_socket.setsockopt(zmq.SNDHWM, 0)
+
+    patch(mod.SpinCondition, "__init__", spin_condition_init)
 
     queue = mod.MessageQueue
     # original(): the unpatched methods, also if the hook ran twice
@@ -76,7 +105,11 @@ def install(mod: Any) -> None:
         return real_enqueue(self, Stamped(clock.now(), obj), *args, **kwargs)
 
     def dequeue(self, *args, **kwargs):
-        got = real_dequeue(self, *args, **kwargs)
+        _READING.queue = self
+        try:
+            got = real_dequeue(self, *args, **kwargs)
+        finally:
+            _READING.queue = None
         if not isinstance(got, Stamped):
             return got
         if got.sent_ns > clock.now():
@@ -86,3 +119,9 @@ def install(mod: Any) -> None:
     patch(queue, "enqueue", enqueue)
     patch(queue, "dequeue", dequeue)
 
+
+def _unread(queue: Any) -> bool:
+    """The reader's next block is written and not yet read by it (vLLM's own ``check()`` in
+    ``MessageQueue.acquire_read``)."""
+    with queue.buffer.get_metadata(queue.current_idx) as metadata:
+        return bool(metadata[0]) and not metadata[queue.local_reader_rank + 1]
