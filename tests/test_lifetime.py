@@ -113,9 +113,12 @@ def test_parent_death_signal_is_available_here():
 def test_revati_trace_takes_its_command_with_it(tmp_path, sig):
     marker = f"revati-trace-orphan-{uuid.uuid4().hex[:12]}"
     program = "import time\nprint('ready', flush=True)\nwhile True: time.sleep(0.05)"
+    # SIGHUP at its default: under `nohup` (which CI may run in) it is ignored, an ignored signal
+    # stays ignored across exec, and revati trace forwards SIGHUP to a command that ignores it
     proc = subprocess.Popen([sys.executable, "-m", "revati", "trace", "-o", str(tmp_path / "run"), "--",
                              sys.executable, "-c", program, marker],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         _wait_for(lambda: pids_with(marker) and any(
             p != proc.pid for p in pids_with(marker)), 60, "the traced command")

@@ -379,7 +379,9 @@ def test_vllm_bench_serve_and_revatis_client_agree_on_the_same_workload(models, 
     assert a["completed"] == b["completed"] == 6
     assert a["total_input_tokens"] == b["total_input_tokens"] == 6 * 32
     assert a["total_output_tokens"] == b["total_output_tokens"] == 6 * 8
-    for key in ("duration", "mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "mean_itl_ms"):
+    # ITL is left out: which tokens share an SSE chunk depends on when the API server's output
+    # handler runs in real time (mean ITL 0.394 vs 0.445 ms in one CI run, equal in another)
+    for key in ("duration", "mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms"):
         assert b[key] == pytest.approx(a[key], rel=0.03), (key, a[key], b[key])
 
 
