@@ -8,12 +8,6 @@
 #   - modelled costs that exist on a GPU box but not here (kernel launch overhead), charged
 #     explicitly;
 #   - jumps at synchronisation points and granted waits (never backwards).
-# The shared clock never reads earlier than it has read before (``_read_ns``, a high-water
-# mark): exclusions are settled after the CPU they cover ran (a shim call's time when it ends,
-# the local coordinator's monitor once per round, a full collection when it finishes), so a
-# reading taken in between counted CPU that later turned out to be revati's. The clock then
-# stands still until the program's own CPU has covered the difference. Without the mark a first
-# GEMM + synchronize measured -0.93 ms once in CI.
 # Full (oldest-generation) garbage collections are left out (``install_gc_exclusion``): their
 # cost scales with the whole heap, which here holds revati's objects too (op caches, the
 # predictor's tables), and when they fire depends on revati's allocations; they took 80-300 ms
@@ -76,7 +70,6 @@ class ProcessClock:
         self._base_cpu = cpu_ns()
         self._base_excl = self._excluded()
         self._host_before_base = 0  # host CPU (scaled) counted before the current base
-        self._read_ns = self._base_v  # the latest shared reading (Note [Virtual host clock])
         # Note [Host-time drift filter]
         self.drift = 1.0
         self.drift_filter = True
@@ -119,11 +112,7 @@ class ProcessClock:
         if not self.count_host_cpu:
             return self._base_v
         own = cpu - self._base_cpu - (self._excluded() - self._base_excl)
-        t = self._base_v + (int(own * self._scale / self.drift) if own > 0 else 0)
-        if t < self._read_ns:   # an exclusion settled after a reading: Note [Virtual host clock]
-            return self._read_ns
-        self._read_ns = t
-        return t
+        return self._base_v + (int(own * self._scale / self.drift) if own > 0 else 0)
 
     def now(self) -> int:
         return self.now_at(cpu_ns())
@@ -216,11 +205,9 @@ class ProcessClock:
 
     def forget_host_cpu_so_far(self) -> None:
         """CPU time spent until now was revati's (activation: torch's CUDA stand-ins, the
-        predictor), not the program's: the clock goes back to its last charge or jump and counts
-        host CPU from here. Only before the program's first line runs."""
+        predictor), not the program's: the clock keeps its reading and counts from here."""
         with self._lock:
             cpu = cpu_ns()
-            self._read_ns = self._base_v
             self._base_cpu = self._seg_cpu = cpu
             self._base_excl = self._seg_excl = self._excluded()
 
@@ -303,7 +290,7 @@ class ProcessClock:
             if t_ns <= now:
                 return now
             self._host_before_base += now - self._base_v
-            self._base_v = self._read_ns = int(t_ns)
+            self._base_v = int(t_ns)
             self._base_cpu = cpu
             self._base_excl = self._excluded()
         if self.after_jump is not None:

@@ -108,20 +108,6 @@ def test_a_collection_in_a_thread_the_clock_already_leaves_out_is_not_excluded_t
     del keep
 
 
-def test_an_exclusion_settled_after_a_reading_does_not_take_the_reading_back():
-    # a shim call or the coordinator's monitor is excluded when it ends, after its CPU already
-    # counted: a reading in between must stay the earliest any later reading can give
-    clock = ProcessClock(start_ns=0)
-    sum(i * i for i in range(300_000))
-    first = clock.now()
-    assert first > 0
-    clock.exclude(first + 50_000_000)          # more than all the CPU counted so far
-    assert clock.now() == first                # stands still ...
-    clock.charge(1_000)
-    assert clock.now() == first                # ... until the difference is covered
-    assert clock.advance_to(first + 5) == first + 5
-
-
 def test_the_local_coordinators_monitor_is_named_to_the_collection_exclusion():
     from revati.shim.local_coord import LocalCoordinator
 
