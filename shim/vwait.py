@@ -115,8 +115,6 @@ class _Settling:
 
     def wait_io(self, rfds, wfds, deadline_ns, label="", also_ready=None):
         self._settle()
-        if also_ready is None:
-            return self._coord.wait_io(rfds, wfds, deadline_ns, label)
         return self._coord.wait_io(rfds, wfds, deadline_ns, label, also_ready=also_ready)
 
     def begin_wait(self, deadline_ns, io_check=None, on_wake=None, label=""):

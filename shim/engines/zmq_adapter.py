@@ -96,36 +96,33 @@ def install(zmq) -> None:
         deadline = None if timeout_ms is None or timeout_ms < 0 else waits.deadline(timeout_ms / 1000.0)
         rfds = [_fd_of(s) for s, ev in items if isinstance(s, Socket) or ev & POLLIN]
         wfds = [_fd_of(s) for s, ev in items if not isinstance(s, Socket) and ev & POLLOUT]
-        if also_ready is None:
-            while True:
-                res = waits.coord.wait_io(rfds, wfds, deadline, "zmq")
-                waits._after_wake(res.granted_ns)
-                ready = real_zmq_poll(items, 0)
-                if ready or res.granted_ns is not None:
-                    return ready
         # The probe that finds ``also_ready()`` true also wakes this thread through a pipe among
         # the descriptors it waits on: the data may be there while no descriptor ever signals.
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_w, False)
+        pipe = os.pipe() if also_ready is not None else None
+        ready_now = None
+        if pipe is not None:
+            os.set_blocking(pipe[1], False)
+            rfds.append(pipe[0])
 
-        def ready_now() -> bool:
-            if not also_ready():
-                return False
-            try:
-                os.write(wake_w, b"x")
-            except OSError:
-                pass
-            return True
+            def ready_now() -> bool:
+                if not also_ready():
+                    return False
+                try:
+                    os.write(pipe[1], b"x")
+                except OSError:
+                    pass
+                return True
         try:
             while True:
-                res = waits.coord.wait_io([*rfds, wake_r], wfds, deadline, "zmq", also_ready=ready_now)
+                res = waits.coord.wait_io(rfds, wfds, deadline, "zmq", also_ready=ready_now)
                 waits._after_wake(res.granted_ns)
                 ready = real_zmq_poll(items, 0)
-                if ready or res.granted_ns is not None or also_ready():
+                if ready or res.granted_ns is not None or (pipe is not None and also_ready()):
                     return ready
         finally:
-            os.close(wake_r)
-            os.close(wake_w)
+            if pipe is not None:
+                os.close(pipe[0])
+                os.close(pipe[1])
 
     def send(self, data, flags=0, copy=True, track=False, routing_id=None, group=None):
         waits.settle(SETTLE_S)
