@@ -28,6 +28,10 @@ importable from here too)::
     proc = subprocess.Popen(cmd, env=env)      # its shim calls Coordinator.from_env(...)
     ...
     status = handle.stop()                     # or handle.wait(); handle.deadlock_report
+
+It is one module of ~510 lines: the server class is the selector loop and the connection table
+its handshake, flush and shutdown share; the rest (the private socket folder and the command
+line) is under 100 lines and exists only to start that class.
 """
 
 from __future__ import annotations
