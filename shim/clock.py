@@ -236,7 +236,11 @@ class ProcessClock:
             return
         best = self._seg_best.get(pair)
         if best is None and self.references:
+            # looked up by name once per pair: kept below even when this run is slower, or every
+            # later op would pay the two str() calls again (~10% of a cached op)
             best = self.references.get((str(pair[0]), str(key)))
+            if best is not None:
+                self._seg_best[pair] = best
         if best is None or own < best:
             self._seg_best[pair] = own
         # a key is a sample only if even its fastest time is long enough to time: a threshold on

@@ -88,3 +88,31 @@ def test_references_persist_per_program_and_keep_the_fastest(tmp_path, monkeypat
     clock.segment("add", cpu)
     assert clock._seg_ratios == [pytest.approx(1.1), pytest.approx(1.1)]
     assert clock.segment_references()[("mm", "add")] == 40_000
+
+
+def test_a_pair_is_looked_up_in_the_references_once_when_the_run_is_slower():
+    # the per-op path: a pair slower than its reference used to be looked up by name (two str()
+    # calls) on every op, because only a faster time was kept
+    class Op:
+        names = 0
+
+        def __init__(self, name):
+            self.name = name
+
+        def __str__(self):
+            Op.names += 1
+            return self.name
+
+    mm, add = Op("mm"), Op("add")
+    clock = ProcessClock(start_ns=0)
+    clock.references = {("mm", "add"): 40_000, ("add", "mm"): 40_000}
+    cpu = clock._base_cpu
+    clock.segment(mm, cpu)
+    for _ in range(10):
+        cpu += 60_000
+        clock.segment(add, cpu)
+        cpu += 60_000
+        clock.segment(mm, cpu)
+    assert Op.names <= 2 * 3        # (None, mm) once, (mm, add) once, (add, mm) once
+    assert clock._seg_ratios[-1] == pytest.approx(1.5)       # still measured against the reference
+    assert clock.segment_references()[("mm", "add")] == 40_000

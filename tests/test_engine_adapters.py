@@ -50,6 +50,14 @@ def test_host_views_share_values_and_weak_refs_do_not_allocate(adapters):
     assert adapters["weak_ref"] == {"shape": [64, 4096], "new_bytes": 0, "same_address": True}
 
 
+def test_an_ops_missing_cpu_kernel_is_asked_for_values_once(adapters):
+    # NotImplementedError: no kernel for these dtypes, remembered; any other error may depend on
+    # the values, so it is asked again
+    assert adapters["cpu_kernel_calls"] == {"missing": 1, "flaky": 3}
+    # with no CPU result the value policy fills the small output, on the first call as after it
+    assert adapters["cpu_kernel_outputs_valued"] == [True, True, True]
+
+
 def test_cuda_generators_pinned_factories_and_device_context(adapters):
     assert adapters["generator"] == {"device": "cuda", "isinstance_default": True}
     assert adapters["pinned_ok"]

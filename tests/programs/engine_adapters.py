@@ -110,6 +110,32 @@ out["views"] = {"new_bytes": torch.cuda.memory_allocated() - before,
                 "split_offsets": [t.storage_offset() for t in parts],
                 "rows_are_normal_tensors": not any(r.is_inference() for r in rows)}
 
+# -- values of a CUDA-only custom op: its missing CPU kernel is asked once --------------------------
+calls = {"missing": 0, "flaky": 0}
+test_lib = torch.library.Library("revati_test", "DEF")
+test_lib.define("missing(Tensor x) -> Tensor")
+test_lib.define("flaky(Tensor x) -> Tensor")
+
+
+def _missing_cpu(x):
+    calls["missing"] += 1
+    raise NotImplementedError("no CPU kernel")
+
+
+def _flaky_cpu(x):
+    calls["flaky"] += 1
+    raise RuntimeError("depends on the values")
+
+
+test_lib.impl("missing", _missing_cpu, "CPU")
+test_lib.impl("flaky", _flaky_cpu, "CPU")
+test_lib.impl("missing", lambda x: torch.empty_like(x), "Meta")
+test_lib.impl("flaky", lambda x: torch.empty_like(x), "Meta")
+small = torch.tensor([1, 2, 3, 4], dtype=torch.int32).cuda()
+results = [(torch.ops.revati_test.missing(small), torch.ops.revati_test.flaky(small)) for _ in range(3)]
+out["cpu_kernel_calls"] = dict(calls)
+out["cpu_kernel_outputs_valued"] = [value_of(m) is not None for m, _ in results]
+
 # -- torchvision's meta registrations ----------------------------------------------------------------
 torchvision_compat._define_missing()
 out["torchvision_nms_defined"] = bool(torch._C._jit_get_schemas_for_operator("torchvision::nms"))
