@@ -2,7 +2,7 @@
 
 usage: python benchmarks/vllm_serve_speedup.py [--python VLLM_PYTHON] [--model llama-2-7b] [--gpu h100]
            [--num-prompts 200] [--rates 2,8] [--input-len 128] [--output-len 128] [--eager]
-           [--max-model-len 2048] [--tp 1] [--pp 1] [--json OUT]
+           [--max-model-len 2048] [--tp 1] [--pp 1] [--graphs decode|default|eager] [--floor] [--json OUT]
 
 Each request rate is one `revati emulate --serve-port P -- vllm serve MODEL --load-format dummy`
 run: the real vLLM API server and engine core (separate processes) on a virtual GPU, and
@@ -13,11 +13,18 @@ time the benchmark phase took, their ratio (speedup; > 1 means faster than the r
 be), and the wall time of the whole run including vLLM's start-up (model init, KV-cache
 profiling, CUDA-graph capture), which a real GPU run pays too.
 
+--floor also runs the same server with one request (start-up only) and subtracts its breakdown
+from each rate's, per process: the framework CPU of the benchmark phase alone. No emulation can
+take less wall time than that CPU spread over this machine's cores (nor than the busiest process's
+share), so virtual / that floor is the highest speedup possible here (Note [Wall-time breakdown]).
+
 --tp N / --pp N run vLLM's own multiprocess executor with one worker process per virtual GPU
 (N*M GPUs): benchmarks/vllm_parallel_serving.py runs the issue-18 cases through this script.
 
-Full CUDA graphs for decode (`-O0 --compilation-config {"cudagraph_mode":"FULL_DECODE_ONLY"}`)
-are the default, as in production; --eager runs every op through the shim.
+--graphs decode (`-O0 --compilation-config {"cudagraph_mode":"FULL_DECODE_ONLY"}`: decode steps in
+full CUDA graphs, mixed steps eager) is the default, to compare with earlier tables; --graphs
+default runs `vllm serve` with vLLM's own default flags, which revati runs with full graphs for
+every step (Note [vLLM compile mode under emulation]); --eager runs every op through the shim.
 
 Example (the issue-6 benchmark: Llama-2-7B, virtual H100, 200 requests):
     python benchmarks/vllm_serve_speedup.py --rates 4 --json /tmp/serve.json
@@ -49,6 +56,20 @@ def _python(arg: str | None) -> str:
     return cand
 
 
+# --graphs: vLLM's flags for each mode (Note [vLLM compile mode under emulation])
+GRAPH_FLAGS = {
+    "default": [],   # `vllm serve MODEL` as deployed: revati runs it with full graphs for every step
+    "decode": ["-O0", "--compilation-config", '{"cudagraph_mode": "FULL_DECODE_ONLY"}'],
+    "eager": ["--enforce-eager"],
+}
+GRAPH_MODES = {"default": "vLLM's default flags (full CUDA graphs for every step under revati)",
+               "decode": "full decode CUDA graphs, mixed steps eager", "eager": "eager"}
+
+
+def _graphs(args: argparse.Namespace) -> str:
+    return "eager" if getattr(args, "eager", False) else getattr(args, "graphs", "decode")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,10 +85,7 @@ def run_one(python: str, model_dir: Path, args: argparse.Namespace, rate: str, o
         serve += ["-tp", str(args.tp)]
     if args.pp > 1:
         serve += ["-pp", str(args.pp)]
-    if args.eager:
-        serve.append("--enforce-eager")
-    else:
-        serve += ["-O0", "--compilation-config", '{"cudagraph_mode": "FULL_DECODE_ONLY"}']
+    serve += GRAPH_FLAGS[_graphs(args)]
     cmd = [python, "-m", "revati", "emulate", "-q", "--gpu", args.gpu, "--num-gpus", str(args.tp * args.pp),
            "--serve-port", str(port),
            "--num-prompts", str(args.num_prompts), "--request-rate", rate,
@@ -91,7 +109,40 @@ def run_one(python: str, model_dir: Path, args: argparse.Namespace, rate: str, o
     procs = [json.loads(f.read_text()) for f in sorted((out_dir / "stats").glob("process-*.json"))]
     row["breakdown"] = {f"{p.get('process_name')} ({p.get('pid')})": p["breakdown"] for p in procs if p.get("breakdown")}
     row["breakdown_total"] = run_breakdown(procs, run_wall_s)
+    row["cpu_by_name"] = _cpu_by_name(procs)
     return row
+
+
+_CPU_KINDS = ("framework_cpu_s", "shim_cpu_s", "gc_full_cpu_s", "coordination_cpu_s")
+
+
+def _cpu_by_name(procs: list[dict]) -> dict[str, dict[str, float]]:
+    """CPU seconds of each kind per process name (pids differ between runs; names do not)."""
+    out: dict[str, dict[str, float]] = {}
+    for p in procs:
+        if p.get("breakdown"):
+            mine = out.setdefault(str(p.get("process_name")), dict.fromkeys(_CPU_KINDS, 0.0))
+            for k in _CPU_KINDS:
+                mine[k] += p["breakdown"].get(k, 0.0)
+    return out
+
+
+def add_floor(row: dict, startup: dict, cores: int) -> None:
+    """The benchmark phase alone: each process's CPU of each kind in this run minus the
+    start-up-only run's; the wall time no emulation on ``cores`` cores can beat (the phase's
+    framework CPU spread over the cores, or the busiest process's); the speedup that allows."""
+    if "error" in row or "error" in startup:
+        return
+    base = startup["cpu_by_name"]
+    phase = {n: {k: max(v - base.get(n, {}).get(k, 0.0), 0.0) for k, v in kinds.items()}
+             for n, kinds in row["cpu_by_name"].items()}
+    framework = {n: kinds["framework_cpu_s"] for n, kinds in phase.items()}
+    total = sum(framework.values())
+    floor_s = max(total / cores, max(framework.values(), default=0.0))
+    row["phase_cpu_s"] = phase
+    row["phase_framework_cpu_total_s"] = total
+    row["floor_wall_s"] = floor_s
+    row["ceiling_speedup"] = row["virtual_duration_s"] / floor_s if floor_s > 0 else None
 
 
 def _table(rows: list[dict]) -> str:
@@ -123,7 +174,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tp", type=int, default=1, help="tensor-parallel size (vLLM -tp)")
     ap.add_argument("--pp", type=int, default=1, help="pipeline-parallel size (vLLM -pp)")
-    ap.add_argument("--eager", action="store_true", help="--enforce-eager instead of full decode CUDA graphs")
+    ap.add_argument("--graphs", choices=sorted(GRAPH_FLAGS), default="decode",
+                    help="default: vLLM's default flags; decode: -O0 with full CUDA graphs for decode only "
+                         "(mixed steps eager); eager: --enforce-eager")
+    ap.add_argument("--eager", action="store_true", help="the same as --graphs eager")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run start-up only (1 request) and print the benchmark phase's framework CPU "
+                         "and the highest speedup it allows on this machine")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
 
@@ -138,7 +195,12 @@ def main() -> None:
             print(f"rate {rate}: " + ("error: " + row["error"] if "error" in row else
                                       f"virtual {row['virtual_duration_s']:.2f} s, wall {row['wall_duration_s']:.2f} s, "
                                       f"speedup {row['speedup']:.2f}x"), file=sys.stderr, flush=True)
-    mode = "eager" if args.eager else "full decode CUDA graphs"
+        if args.floor:
+            once = argparse.Namespace(**{**vars(args), "num_prompts": 1})
+            startup = run_one(python, model_dir, once, "inf", Path(tmp) / "startup")
+            for row in rows:
+                add_floor(row, startup, os.cpu_count() or 1)
+    mode = GRAPH_MODES[_graphs(args)]
     par = f" TP={args.tp} PP={args.pp}" if args.tp * args.pp > 1 else ""
     print(f"vllm serve {args.model}{par} on virtual {args.gpu}, {args.num_prompts} requests "
           f"{args.input_len}/{args.output_len} tokens, {mode}")
@@ -153,6 +215,18 @@ def main() -> None:
             print("  " + format_line(name, b))
         print("  " + format_line(f"all {r['breakdown_total']['processes']} reporting processes, against the run's wall",
                                  r["breakdown_total"]))
+    floors = [r for r in rows if r.get("floor_wall_s")]
+    if floors:
+        print(f"benchmark phase alone (minus a start-up-only run), on {os.cpu_count()} cores:")
+        print("rate | process | framework CPU s | shim CPU s | full GC s | coordination s")
+        for r in floors:
+            for n, kinds in sorted(r["phase_cpu_s"].items()):
+                if sum(kinds.values()) >= 0.005:
+                    print(f"{r['request_rate']} | {n} | " + " | ".join(f"{kinds[k]:.2f}" for k in _CPU_KINDS))
+        print("rate | framework CPU s, all | floor wall s | wall s | ceiling speedup | speedup")
+        for r in floors:
+            print(f"{r['request_rate']} | {r['phase_framework_cpu_total_s']:.2f} | {r['floor_wall_s']:.2f} | "
+                  f"{r['wall_duration_s']:.2f} | {r['ceiling_speedup']:.2f}x | {r['speedup']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "gpu": args.gpu, "mode": mode, "tp": args.tp, "pp": args.pp,
                                          "num_prompts": args.num_prompts, "input_len": args.input_len,
