@@ -3,6 +3,7 @@ the CPU build, batch bookkeeping for attention timing, version and compile-mode 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 from revati.errors import UnsupportedEngine
 from revati.replay.op_mapping import GenericOp, VocabOp, map_op
+from revati.shim.engines.sglang import SUPPORTED_VERSIONS as SGLANG_VERSIONS
 from revati.shim.engines.vllm import SUPPORTED_VERSIONS, check_version
 from revati.shim.engines.vllm.attention import Batch, batch_from_metadata, batch_from_scheduler_output
 
@@ -71,6 +73,23 @@ def test_list_views_share_memory_and_views_of_buffers_work_under_inference_mode(
     assert v["row_offsets"] == [0, 128, 256, 384]
     assert v["split_offsets"] == [0, 32, 64]
     assert v["rows_are_normal_tensors"]
+
+
+@pytest.mark.parametrize("version,refused", [("0.5.23", False), ("0.5.22", True)])
+def test_importing_sglang_refuses_an_unsupported_version_with_the_supported_list(tmp_path, version, refused):
+    # a package named sglang with that version, imported by a program under emulation
+    (tmp_path / "sglang").mkdir()
+    (tmp_path / "sglang" / "__init__.py").write_text(f"__version__ = {version!r}\n")
+    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "-q", "--", sys.executable, "-c",
+                           "import sglang; print('imported', sglang.__version__)"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    if refused:
+        assert proc.returncode != 0
+        assert f"revati cannot emulate SGLang {version}: supported versions are " \
+               f"{', '.join(SGLANG_VERSIONS)}" in proc.stderr
+    else:
+        assert proc.returncode == 0 and f"imported {version}" in proc.stdout, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("version", ["0.32.0", "0.32.0+cpu"])

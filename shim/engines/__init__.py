@@ -11,7 +11,8 @@ each adapter runs when the program imports the library it adapts (revati.shim.im
 - ``triton``: kernel launches are charged to the virtual stream instead of run (engines.triton_launch);
 - ``zmq``: virtual waits on ZeroMQ sockets and causal stamps on their messages (engines.zmq_adapter);
 - ``vllm``: the CUDA platform, vLLM's CUDA op library on CPU builds, attention timed from the
-  scheduled batch, refusal of unsupported versions and torch.compile modes (engines.vllm).
+  scheduled batch, refusal of unsupported versions and torch.compile modes (engines.vllm);
+- ``sglang``: refusal of unsupported versions (engines.sglang; its CUDA path does not run yet).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 def install(rt) -> None:
     from revati.shim import import_hooks
     from revati.shim.engines import cuda_extras, nvml, torchvision_compat, triton_launch, zmq_adapter
+    from revati.shim.engines import sglang as sglang_adapter
     from revati.shim.engines import vllm as vllm_adapter
 
     cuda_extras.install()
@@ -29,6 +31,7 @@ def install(rt) -> None:
     import_hooks.on_import("triton", triton_launch.install)
     import_hooks.on_import("zmq", zmq_adapter.install)
     import_hooks.on_import("vllm", vllm_adapter.install)
+    import_hooks.on_import("sglang", sglang_adapter.install)
 
 
 def _driverless_cuda_extensions() -> None:
