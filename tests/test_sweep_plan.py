@@ -110,3 +110,26 @@ def test_unknown_gpu_is_rejected_when_the_file_is_read():
     with pytest.raises(BadInput, match="unknown GPU 'h900'; known: .*h100_sxm"):
         _cfg(gpus=["h100", "h900"])
     assert _cfg(gpus=["H100", "a100-80gb"]).gpus == ("H100", "a100-80gb")   # aliases as the user wrote them
+
+
+def test_port_is_filled_where_the_run_executes_with_a_free_port_per_run():
+    import socket
+
+    cfg = _cfg(command="revati emulate --serve-port {port} --result-dir {run_dir} {workload_args} "
+                       "-- {engine_command} --port {port} {engine_args}")
+    runs = expand(cfg)
+    assert "{port}" in " ".join(runs[0].argv)           # not chosen at plan time
+    ports = []
+    for r in runs[:4]:
+        cmd = r.command("/tmp/run")
+        port = cmd[cmd.index("--serve-port") + 1]
+        assert cmd[cmd.index("--port") + 1] == port      # one port per command
+        ports.append(int(port))
+    assert len(set(ports)) == 4                          # runs side by side never share one
+    with socket.socket() as s:
+        s.bind(("", ports[-1]))                          # and it was free
+
+
+def test_port_is_a_reserved_name():
+    with pytest.raises(TemplateError, match="reserved"):
+        expand(_cfg(engine={"port": 8000}))

@@ -31,3 +31,26 @@ def test_sweep_on_local_ray(tmp_path):
     # resumable the same way as local runs
     again = run_sweep(cfg, jobs=2, ray_address="local", quiet=True)
     assert len(again.reports[0].skipped_ok) == 2
+
+
+def test_sweep_on_a_ray_cluster_of_two_worker_nodes(tmp_path):
+    """`ray start`: a head node with no task CPUs and two one-CPU worker nodes, as two machines
+    would be; `revati sweep --ray ADDRESS` spreads the runs over both, and each run's run.json
+    says where it ran."""
+    import subprocess
+    import sys
+
+    from revati.sweep.ray_cluster import LocalRayCluster
+
+    path = write_sweep(tmp_path / "s.yaml", tmp_path / "out", engine={"max_num_seqs": [16, 64]},
+                       workload={"request_rate": [2, 4, 8, 16], "num_prompts": 20})
+    cfg = load_sweep(path)
+    with LocalRayCluster(workers=2) as cluster:
+        nodes = cluster.worker_nodes()
+        assert len(nodes) == 2
+        proc = subprocess.run([sys.executable, "-m", "revati", "sweep", path, "--ray", cluster.address, "-q"],
+                              capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    states = [read_run_state(d) for d in sorted((cfg.sweep_dir / "runs").iterdir())]
+    assert len(states) == 8 and all(s["status"] == "ok" for s in states)
+    assert {s["node"] for s in states} == set(nodes), [s["node"] for s in states]

@@ -42,7 +42,7 @@ def sweep(sweep_file, jobs, ray_address, retry_failed, output_dir, dry_run, quie
     from revati.errors import BadInput
     from revati.sweep.config import load_sweep
     from revati.sweep.flags import check_sweep
-    from revati.sweep.plan import TemplateError, expand
+    from revati.sweep.plan import PORT_MARK, TemplateError, expand
     from revati.sweep.run import run_sweep
 
     cfg = load_sweep(sweep_file)
@@ -55,7 +55,8 @@ def sweep(sweep_file, jobs, ray_address, retry_failed, output_dir, dry_run, quie
     check_sweep(cfg, where=sweep_file)
     if dry_run:
         for spec in runs:
-            click.echo(f"{spec.run_id}  {shlex.join(spec.command(str(cfg.sweep_dir / 'runs' / spec.run_id)))}")
+            argv = spec.command(str(cfg.sweep_dir / "runs" / spec.run_id), port=PORT_MARK)  # chosen when it runs
+            click.echo(f"{spec.run_id}  {shlex.join(argv)}")
         return
     outcome = run_sweep(cfg, jobs=jobs, ray_address=ray_address, retry_failed=retry_failed, quiet=quiet)
     if outcome.failed_ids:

@@ -14,7 +14,8 @@ Example ``SWEEP.yaml``::
       random_input_len: 512
       random_output_len: 128
     # command: the default below; placeholders are any swept or fixed key, plus
-    #   {gpu} {run_dir} {run_id} {engine_command} {engine_args} {workload_args}
+    #   {gpu} {run_dir} {run_id} {engine_command} {engine_args} {workload_args}, and {port}:
+    #   a TCP port free where the run executes (a server: --serve-port {port} ... --port {port})
     jobs: 2                                 # default: the number of cores
     run_timeout_s: 3600
     slo_search:                             # optional: highest rate meeting the targets

@@ -3,7 +3,9 @@
 Each run gets an id from a hash of its configuration, so the same configuration always maps
 to the same run folder (that is what makes a sweep resumable, and what lets the SLO search
 reuse a grid run at the same rate). The command is rendered from the template now, except
-``{run_dir}``, which is filled in where the run executes (a Ray worker has its own folder).
+``{run_dir}`` and ``{port}``, which are filled in where the run executes (a Ray worker has its
+own folder; runs side by side on one machine need their own ports: ``vllm serve --port {port}``
+with ``revati emulate --serve-port {port}``).
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ import itertools
 import json
 import math
 import shlex
+import socket
 import string
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from revati.sweep.config import SweepConfig
 
 RUN_DIR_MARK = "{run_dir}"
-_RESERVED = {"gpu", "run_dir", "run_id", "engine_command", "engine_args", "workload_args"}
+PORT_MARK = "{port}"
+_FILLED_WHERE_RUN = ("run_dir", "port")
+_RESERVED = {"gpu", "run_dir", "port", "run_id", "engine_command", "engine_args", "workload_args"}
 
 
 class TemplateError(ValueError):
@@ -31,10 +37,16 @@ class TemplateError(ValueError):
 class RunSpec:
     run_id: str
     config: dict[str, Any]          # {"gpu": .., "engine": {..}, "workload": {..}}
-    argv: tuple[str, ...]           # may contain {run_dir}
+    argv: tuple[str, ...]           # may contain {run_dir} and {port}
 
-    def command(self, run_dir: str) -> list[str]:
-        return [a.replace(RUN_DIR_MARK, run_dir) for a in self.argv]
+    def command(self, run_dir: str, port: str | None = None) -> list[str]:
+        """The argv to run in ``run_dir``; ``{port}`` becomes ``port``, by default a TCP port
+        free on this machine now (``port="{port}"`` leaves it for a record of the command)."""
+        argv = [a.replace(RUN_DIR_MARK, run_dir) for a in self.argv]
+        if any(PORT_MARK in a for a in argv):
+            port = str(free_port()) if port is None else port
+            argv = [a.replace(PORT_MARK, port) for a in argv]
+        return argv
 
     @property
     def request_rate(self) -> float | None:
@@ -79,15 +91,34 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, and not handed to another run of this process (the
+    local executor starts runs from threads; the OS may give a closed port out again)."""
+    with _HANDED_OUT_LOCK:
+        for _ in range(64):
+            with socket.socket() as s:
+                s.bind(("", 0))
+                port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    return port
+
+
 def render_command(template: str, fields: dict[str, Any]) -> tuple[str, ...]:
     names = {f for _, f, _, _ in string.Formatter().parse(template) if f}
-    missing = sorted(n for n in names if n not in fields and n != "run_dir")
+    missing = sorted(n for n in names if n not in fields and n not in _FILLED_WHERE_RUN)
     if missing:
         raise TemplateError(f"command placeholder(s) {', '.join('{' + m + '}' for m in missing)} "
                             f"name no parameter; known: {', '.join(sorted(fields))}")
     quoted = {k: v if k in ("engine_args", "workload_args", "engine_command") else shlex.quote(_scalar(v))
               for k, v in fields.items()}
     quoted["run_dir"] = RUN_DIR_MARK
+    quoted["port"] = PORT_MARK
     try:
         return tuple(shlex.split(template.format_map(quoted)))
     except (ValueError, IndexError) as exc:

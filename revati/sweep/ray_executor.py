@@ -47,7 +47,7 @@ class RayExecutor:
             else:
                 ray.init(address=self.address, log_to_driver=False, configure_logging=False)
         try:
-            task = ray.remote(num_cpus=1, max_retries=0)(execute_in_tempdir)
+            task = ray.remote(num_cpus=1, max_retries=0)(_execute_on_node)
             pending = {task.remote(spec.argv, self.env, self.timeout_s): spec for spec in specs}
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -56,10 +56,19 @@ class RayExecutor:
                     try:
                         out = ray.get(ref)
                         outcome = RunOutcome(spec.run_id, "", out["exit_code"], out["wall_s"], out["error"],
-                                             files=out["files"])
+                                             files=out["files"], node=out.get("node", ""))
                     except Exception as exc:  # noqa: BLE001 - a task that died is a failed run
                         outcome = RunOutcome(spec.run_id, "", None, None, f"ray task failed: {type(exc).__name__}: {exc}")
                     on_done(outcome)
         finally:
             if started_here:
                 ray.shutdown()
+
+
+def _execute_on_node(argv_template: tuple[str, ...], env: dict[str, str], timeout_s: float | None) -> dict:
+    """A Ray task: the run in a fresh folder on this node, and the node's id (in run.json)."""
+    import ray
+
+    out = execute_in_tempdir(argv_template, env, timeout_s)
+    out["node"] = ray.get_runtime_context().get_node_id()
+    return out

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Protocol
 
 from revati.metrics.result import METRICS_FILE
 from revati.parquet_io import atomic_write_bytes
-from revati.sweep.plan import RunSpec
+from revati.sweep.plan import PORT_MARK, RunSpec
 
 RUN_FILE = "run.json"
 STATUS_OK, STATUS_FAILED, STATUS_RUNNING = "ok", "failed", "running"
@@ -41,6 +41,7 @@ class RunOutcome:
     wall_s: float | None = None
     error: str = ""
     files: dict[str, bytes] = field(default_factory=dict, repr=False)  # remote runs only
+    node: str = ""                  # where it ran, for executors with several machines (Ray)
 
 
 def run_dir_of(sweep_dir: Path, run_id: str) -> Path:
@@ -56,7 +57,7 @@ def read_run_state(run_dir: Path) -> dict | None:
 
 def write_run_state(run_dir: Path, spec: RunSpec, status: str, attempts: int, **more) -> None:
     state = {"run_id": spec.run_id, "status": status, "attempts": attempts, "config": spec.config,
-             "command": spec.command(str(run_dir)), **more}
+             "command": spec.command(str(run_dir), port=PORT_MARK), **more}
     atomic_write_bytes(run_dir / RUN_FILE, (json.dumps(state, indent=2) + "\n").encode())
 
 
@@ -186,7 +187,7 @@ def run_all(
         outcome.status = STATUS_OK if ok else STATUS_FAILED
         outcome.files = {}
         write_run_state(run_dir, spec, outcome.status, attempts[spec.run_id], exit_code=outcome.exit_code,
-                        wall_s=outcome.wall_s, error=outcome.error)
+                        wall_s=outcome.wall_s, error=outcome.error, **({"node": outcome.node} if outcome.node else {}))
         report.ran.append(outcome)
         if progress:
             progress(len(report.ran), total)
