@@ -2,11 +2,12 @@
 
 usage: python benchmarks/vllm_parallel_serving.py [--python VLLM_PYTHON] [--gpu h100]
            [--num-prompts 20] [--rates 2,8] [--input-len 128] [--output-len 128]
-           [--cases 70b-tp4,70b-tp8,7b-tp8,13b-pp4] [--json OUT]
+           [--cases 70b-tp4,70b-tp8,7b-tp8,13b-pp4] [--graphs decode|default|eager] [--json OUT]
 
 Each case x rate is one run of benchmarks/vllm_serve_speedup.py's `run_one`: `revati emulate
 --num-gpus TP*PP --serve-port P -- vllm serve MODEL -tp TP -pp PP --load-format dummy` (vLLM's
-own multiprocess executor, one worker process per virtual GPU, full decode CUDA graphs) with
+own multiprocess executor, one worker process per virtual GPU; --graphs as in
+vllm_serve_speedup.py, full decode CUDA graphs by default) with
 revati's client sending NUM_PROMPTS random requests of fixed lengths at a Poisson rate. Printed
 per run: the serving metrics the run predicts, its virtual and wall time, and the wall time of
 the whole run with vLLM's start-up. The cases are the paper's (Llama-2-7B TP=8, Llama-2-13B
@@ -22,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vllm_serve_speedup import _python, run_one  # noqa: E402
+from vllm_serve_speedup import GRAPH_FLAGS, GRAPH_MODES, _python, run_one  # noqa: E402
 
 CASES = {   # name -> (model, tp, pp)
     "70b-tp4": ("llama-2-70b", 4, 1),
@@ -58,6 +59,9 @@ def main() -> None:
     ap.add_argument("--output-len", type=int, default=128)
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--graphs", choices=sorted(GRAPH_FLAGS), default="decode",
+                    help="default: vLLM's default flags; decode: full CUDA graphs for decode only (the "
+                         "earlier tables); eager: --enforce-eager")
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
@@ -72,7 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="revati-parallel-bench-") as tmp:
         for case in args.cases.split(","):
             model, tp, pp = CASES[case]
-            run_args = argparse.Namespace(**{**vars(args), "model": model, "tp": tp, "pp": pp, "eager": False})
+            run_args = argparse.Namespace(**{**vars(args), "model": model, "tp": tp, "pp": pp})
             for rate in args.rates.split(","):
                 row = {"case": case, **run_one(python, models_zoo.model_dir(model), run_args, rate.strip(),
                                                Path(tmp) / f"{case}-rate-{rate}")}
@@ -83,7 +87,7 @@ def main() -> None:
                                                  f"wall {row['wall_duration_s']:.2f} s, run {row['run_wall_s']:.0f} s"),
                       file=sys.stderr, flush=True)
     print(f"vllm serve on virtual {args.gpu}s, {args.num_prompts} requests {args.input_len}/{args.output_len} "
-          "tokens, full decode CUDA graphs")
+          f"tokens, {GRAPH_MODES[args.graphs]}")
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps({"gpu": args.gpu, "num_prompts": args.num_prompts, "input_len": args.input_len,
