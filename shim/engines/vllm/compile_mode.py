@@ -12,27 +12,17 @@ Note [vLLM compile mode under emulation]
 A compile mode becomes ``CompilationMode.NONE`` and the CUDA-graph mode keeps what runs without
 compilation:
 
-    FULL_AND_PIECEWISE (the default) -> FULL          decode: full graphs, as on the GPU;
-                                                      mixed: full graphs stand for piecewise ones
-    PIECEWISE                        -> NONE          every step was piecewise
+    FULL_AND_PIECEWISE (the default) -> FULL_DECODE_ONLY   decode: full graphs, as on the GPU
+    PIECEWISE                        -> NONE               mixed batches were piecewise only
     FULL, FULL_DECODE_ONLY, NONE     -> unchanged
 
-Mixed and prefill steps of the default: the GPU box replays piecewise graphs of Inductor's
-kernels with attention run eagerly between them, so their host time is a few dozen launches,
-not one per op. A full graph is the closest mode that runs without compilation: one replay,
-attention charged for the replayed batch (Note [vLLM attention timing]). Run eagerly instead,
-each of those steps cost ~700 dispatched ops of this machine's Python (a 7B model), which made
-them host-bound and TTFT too high. vLLM takes a full graph for a mixed batch only where its
-attention backend allows it (FlashAttention 3, ``AttentionCGSupport.ALWAYS``) and up to its
-largest capture size; elsewhere it falls back by itself (FlashAttention 2 on an A100: to
-``FULL_DECODE_ONLY``, with its own warning) and those steps run eagerly.
-What this leaves out:
+What this leaves out, all in mixed and prefill steps (decode steps are timed as deployed):
 - Inductor's fusions: each unfused op (norms, activations, rotary, residual adds) is charged as
   its own kernel, where the GPU runs fewer, fused ones. Not yet measured against fused kernels:
   the kernel data has no traces of the compiled model to compare with.
-- The host time of a piecewise step (its piece launches and eager attention calls, about 1 ms
-  on a GPU box for 32 layers) is one graph launch here: slightly less than deployed, where the
-  eager alternative was far more.
+- Piecewise replay: eager ops are dispatched one by one, so the host time of those steps is
+  Python op dispatch (measured) where the GPU box replays a few graph pieces.
+Both make mixed and prefill steps slower than deployed; TTFT at low load is the most affected.
 """
 
 from __future__ import annotations
@@ -48,9 +38,8 @@ COMPILE_HINT = ("torch.compile is not emulated; run eagerly with enforce_eager=T
                 "or with full CUDA graphs for decode and no compilation: "
                 "compilation_config={'mode': 0, 'cudagraph_mode': 'FULL_DECODE_ONLY'}")
 # the CUDA-graph mode that runs without compilation, per requested mode (None: vLLM's default)
-GRAPH_MODE_WITHOUT_COMPILE = {None: "FULL", "FULL_AND_PIECEWISE": "FULL", "PIECEWISE": "NONE"}
-_WHAT_RUNS = {"FULL": "decode steps as deployed, mixed steps in full graphs where the attention backend allows, ",
-              "NONE": "every step eager, "}
+GRAPH_MODE_WITHOUT_COMPILE = {None: "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE": "FULL_DECODE_ONLY",
+                              "PIECEWISE": "NONE"}
 
 
 def adapted_modes(mode: Any, cudagraph_mode: Any, optimization_level: Any, enforce_eager: bool) -> tuple[str, str] | None:
@@ -83,10 +72,10 @@ def install(mod: Any) -> None:
             cc.mode = CompilationMode.NONE
             cc.cudagraph_mode = CUDAGraphMode[change[1]]
             self.compilation_config = cc
-            what = _WHAT_RUNS.get(change[1], "")
             print(f"revati: vLLM's torch.compile mode is not emulated: running with compilation mode NONE and "
-                  f"cudagraph_mode {change[1]} instead of {change[0]} ({what}without Inductor's fusions: "
-                  f"Note [vLLM compile mode under emulation])", file=sys.stderr, flush=True)
+                  f"cudagraph_mode {change[1]} instead of {change[0]} (decode steps as deployed; mixed and "
+                  f"prefill steps eager, without Inductor's fusions: Note [vLLM compile mode under emulation])",
+                  file=sys.stderr, flush=True)
         config = real(self, *args, **kwargs)
         mode = getattr(config.compilation_config, "mode", 0)
         if mode is not None and int(mode) != 0:   # a path the adaptation above did not foresee
