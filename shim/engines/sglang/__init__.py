@@ -12,17 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from revati.errors import UnsupportedEngine
+from revati.shim.engines.versions import refuse_unsupported
 
 SUPPORTED_VERSIONS = ("0.5.23",)
 
 
 def check_version(version: str) -> None:
-    base = version.split("+", 1)[0]
-    if base not in SUPPORTED_VERSIONS:
-        raise UnsupportedEngine("SGLang", version,
-                                f"supported versions are {', '.join(SUPPORTED_VERSIONS)} "
-                                "(scripts/install_sglang_env.sh installs it)")
+    refuse_unsupported("SGLang", version, SUPPORTED_VERSIONS, "scripts/install_sglang_env.sh installs it")
 
 
 def install(sglang: Any) -> None:

@@ -10,8 +10,8 @@ registers what the CUDA path needs, each when vLLM imports the module concerned:
 - ``vllm._C_stable_libtorch`` and FlashAttention's extensions: defined by engines.vllm.oplib when
   the installed wheel lacks them (Note [vLLM CUDA ops on a CPU build]);
 - attention: timed from the scheduled batch (Note [vLLM attention timing]);
-- ``EngineArgs.create_engine_config``: a torch.compile mode runs without compilation, every step
-  in full CUDA graphs (engines.vllm.compile_mode, Note [vLLM compile mode under emulation]); kernel
+- ``EngineArgs.create_engine_config``: a torch.compile mode runs without compilation, decode in
+  full CUDA graphs (engines.vllm.compile_mode, Note [vLLM compile mode under emulation]); kernel
   JIT warm-up (ahead-of-time Triton compilation, start-up only) is switched off.
 
 Settings made before vLLM reads them (a value the user set always wins):
@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from revati.errors import UnsupportedEngine
+from revati.shim.engines.versions import refuse_unsupported
 
 SUPPORTED_VERSIONS = ("0.32.0",)
 ENV_DEFAULTS = {
@@ -47,11 +47,7 @@ ENV_DEFAULTS = {
 
 
 def check_version(version: str) -> None:
-    base = version.split("+", 1)[0]
-    if base not in SUPPORTED_VERSIONS:
-        raise UnsupportedEngine("vLLM", version,
-                                f"supported versions are {', '.join(SUPPORTED_VERSIONS)} "
-                                "(see README: pip install \"revati[vllm]\")")
+    refuse_unsupported("vLLM", version, SUPPORTED_VERSIONS, 'see README: pip install "revati[vllm]"')
 
 
 def install(vllm: Any) -> None:
