@@ -23,8 +23,8 @@ share), so virtual / that floor is the highest speedup possible here (Note [Wall
 
 --graphs decode (`-O0 --compilation-config {"cudagraph_mode":"FULL_DECODE_ONLY"}`: decode steps in
 full CUDA graphs, mixed steps eager) is the default, to compare with earlier tables; --graphs
-default runs `vllm serve` with vLLM's own default flags, which revati runs with full graphs for
-every step (Note [vLLM compile mode under emulation]); --eager runs every op through the shim.
+default runs `vllm serve` with vLLM's own default flags, as revati adapts them (Note [vLLM
+compile mode under emulation]); --eager runs every op through the shim.
 
 Example (the issue-6 benchmark: Llama-2-7B, virtual H100, 200 requests):
     python benchmarks/vllm_serve_speedup.py --rates 4 --json /tmp/serve.json
@@ -58,11 +58,11 @@ def _python(arg: str | None) -> str:
 
 # --graphs: vLLM's flags for each mode (Note [vLLM compile mode under emulation])
 GRAPH_FLAGS = {
-    "default": [],   # `vllm serve MODEL` as deployed: revati runs it with full graphs for every step
+    "default": [],   # `vllm serve MODEL` as deployed: revati adapts its compile mode (Note [vLLM compile mode ...])
     "decode": ["-O0", "--compilation-config", '{"cudagraph_mode": "FULL_DECODE_ONLY"}'],
     "eager": ["--enforce-eager"],
 }
-GRAPH_MODES = {"default": "vLLM's default flags (full CUDA graphs for every step under revati)",
+GRAPH_MODES = {"default": "vLLM's default flags (as revati adapts them)",
                "decode": "full decode CUDA graphs, mixed steps eager", "eager": "eager"}
 
 
