@@ -158,21 +158,19 @@ def _propagate_values(func, info: FuncInfo, entry: Entry, args, kwargs, vts, out
         all_valued = all(t._v is not None for t in vts)
     if all_valued and entry.small:
         kernel_key = (func, tuple(t.dtype for t in vts))
-        if kernel_key in _NO_CPU_KERNEL:
-            res = None
-            rt.stats.bypass[f"no cpu values: {info.name}"] += 1
-        else:
+        res, failed = None, kernel_key in _NO_CPU_KERNEL
+        if not failed:
             try:
                 res = func(*_cpu_args(args), **_cpu_kwargs(kwargs))
             except NotImplementedError:
                 # no CPU kernel for these dtypes (a CUDA-only custom op: FA3's scheduler
                 # metadata, every decode step): asking again costs a C++ error message each time
                 _NO_CPU_KERNEL.add(kernel_key)
-                res = None
-                rt.stats.bypass[f"no cpu values: {info.name}"] += 1
+                failed = True
             except Exception:  # a value-dependent failure: no values this time, never an error
-                res = None
-                rt.stats.bypass[f"no cpu values: {info.name}"] += 1
+                failed = True
+        if failed:
+            rt.stats.bypass[f"no cpu values: {info.name}"] += 1
         if res is not None:
             rt.stats.valued += 1
             if entry.kind == ONE:

@@ -26,13 +26,23 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _as_from_a_terminal() -> None:
+    # A command typed at a terminal starts with SIGINT and SIGHUP at their defaults. Under a
+    # launcher that ran these tests in the background (`cmd &` in a script ignores SIGINT;
+    # nohup ignores SIGHUP) they start ignored, and an ignored signal stays ignored across exec:
+    # revati would ignore the Ctrl-C this test sends, as the user asked that launcher to.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _start_emulation(tmp_path, *emulate_args: str):
     marker = f"revati-orphan-test-{uuid.uuid4().hex[:12]}"
     env = dict(os.environ, TMPDIR=str(tmp_path))  # the run's temporary folders land here
     proc = subprocess.Popen([sys.executable, "-m", "revati", "emulate", "-q", *emulate_args, "--",
                              sys.executable, str(PROGRAMS / "forever.py"), marker],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)  # its own group: Ctrl-C goes to it alone
+                            start_new_session=True,  # its own group: Ctrl-C goes to it alone
+                            preexec_fn=_as_from_a_terminal)
     _wait_for(lambda: len(pids_with(marker)) >= 2, 120, "the program and its child")
     timekeepers = pids_with(f"--parent-pid {proc.pid}")
     assert len(timekeepers) == 1, timekeepers
