@@ -380,9 +380,13 @@ def test_vllm_bench_serve_and_revatis_client_agree_on_the_same_workload(models, 
     assert a["total_input_tokens"] == b["total_input_tokens"] == 6 * 32
     assert a["total_output_tokens"] == b["total_output_tokens"] == 6 * 8
     # ITL is left out: which tokens share an SSE chunk depends on when the API server's output
-    # handler runs in real time (mean ITL 0.394 vs 0.445 ms in one CI run, equal in another)
-    for key in ("duration", "mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms"):
-        assert b[key] == pytest.approx(a[key], rel=0.10), (key, a[key], b[key])   # 0-4% seen: serve is not bit-exact across processes
+    # handler runs in real time (mean ITL 0.394 vs 0.445 ms in one CI run, equal in another).
+    # Six requests sent at one virtual instant reach the engine in real-time order, so how many
+    # share the first prefill varies between runs (issue 16): duration and TTFT move with it
+    # (0-4% apart in most runs, duration 3.70 vs 4.17 ms in one); decode (TPOT) does not.
+    assert b["mean_tpot_ms"] == pytest.approx(a["mean_tpot_ms"], rel=0.10), (a["mean_tpot_ms"], b["mean_tpot_ms"])
+    for key in ("duration", "mean_ttft_ms", "median_ttft_ms"):
+        assert b[key] == pytest.approx(a[key], rel=0.25), (key, a[key], b[key])
 
 
 def test_vllm_serve_with_its_default_flags(models, tmp_path):
