@@ -147,26 +147,18 @@ def _set_metadata(t: VTensor, shape, stride, offset: int, dtype) -> None:
     t._v = v if v is not None and tuple(v.shape) == tuple(shape) else None
 
 
-# (op, input dtypes) whose CPU call raised NotImplementedError: the op has no CPU kernel there.
-_NO_CPU_KERNEL: set = set()
-
-
 def _propagate_values(func, info: FuncInfo, entry: Entry, args, kwargs, vts, outs, rt) -> None:
     all_valued = all(t._v is not None for t in vts)
     if not all_valued and info.overwrite and vts and vts[0]._v is None and entry.small:
         vts[0]._v = torch.zeros(vts[0].shape, dtype=vts[0].dtype)
         all_valued = all(t._v is not None for t in vts)
     if all_valued and entry.small:
-        kernel_key = (func, tuple(t.dtype for t in vts))
-        res, failed = None, kernel_key in _NO_CPU_KERNEL
+        res, failed = None, entry.no_cpu_kernel
         if not failed:
             try:
                 res = func(*_cpu_args(args), **_cpu_kwargs(kwargs))
             except NotImplementedError:
-                # no CPU kernel for these dtypes (a CUDA-only custom op: FA3's scheduler
-                # metadata, every decode step): asking again costs a C++ error message each time
-                _NO_CPU_KERNEL.add(kernel_key)
-                failed = True
+                entry.no_cpu_kernel = failed = True
             except Exception:  # a value-dependent failure: no values this time, never an error
                 failed = True
         if failed:

@@ -147,7 +147,8 @@ class ValueOut:
 
 
 class Entry:
-    __slots__ = ("outs", "kind", "seq_type", "cost_ns", "label", "fallback", "small", "resizes", "valueless_work")
+    __slots__ = ("outs", "kind", "seq_type", "cost_ns", "label", "fallback", "small", "resizes", "valueless_work",
+                 "no_cpu_kernel")
 
     def __init__(self):
         self.outs: list[NewOut | ViewOut | SelfOut | ValueOut] = []
@@ -161,6 +162,10 @@ class Entry:
         # With value-less inputs, is there anything to do for values? (in-place targets lose
         # theirs; small integer/bool outputs get policy values)
         self.valueless_work = False
+        # The op's CPU call raised NotImplementedError for this signature: no CPU kernel, so
+        # values are never asked of it again (a C++ error message per call: FA3's scheduler
+        # metadata, every decode step)
+        self.no_cpu_kernel = False
 
 
 _CACHE: dict = {}

@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from revati.errors import RevatiError
+from revati.sweep.plan import free_port
 
 START_TIMEOUT_S = 300
 AUTH_MODE = "RAY_AUTH_MODE"
@@ -44,17 +44,11 @@ def _ray_cli() -> str:
     return str(beside) if beside.is_file() else (shutil.which("ray") or "ray")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LocalRayCluster:
     def __init__(self, workers: int, cpus_per_worker: int = 1):
         self.workers, self.cpus_per_worker = workers, cpus_per_worker
         self.ray = _ray_cli()
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._tmp = ""
         self._auth_mode: str | None = None
