@@ -185,17 +185,26 @@ def map_op(name: str, shapes: Sequence[Shape | None], dtypes: Sequence[str | Non
         rows, cols = _rows_cols(ts[0])
         return _vocab("embedding", dtype, tokens=rows, hidden=cols)
     if base in ("rms_norm", "_fused_rms_norm", "layer_norm", "native_layer_norm", "group_norm",
-                "_C::rms_norm", "_C::fused_add_rms_norm"):
+                "_C::rms_norm", "_C::fused_add_rms_norm") or base in SGL_NORMS:
         x = _norm_input(base, ts)
         if x is not None:
             rows, cols = _rows_cols(x)
             return _vocab("norm", dtype, tokens=rows, hidden=cols)
-    if base == "_C::rotary_embedding" and len(ts) >= 3:
+    if base in ("_C::rotary_embedding", "sgl_kernel::rotary_embedding") and len(ts) >= 3:
         tokens = _numel(ts[0])
         width = (_numel(ts[1]) + _numel(ts[2])) // max(tokens, 1)
         return _vocab("rope", dtype, tokens=tokens, hidden=width)
-    if base in ("_C::silu_and_mul", "_C::gelu_and_mul", "_C::gelu_tanh_and_mul") and ts:
+    if base in ("sglang::apply_rope_inplace", "sglang::rotary_embedding_with_key") and len(ts) >= 2:
+        q, k = (ts[0], ts[1]) if base == "sglang::apply_rope_inplace" else (ts[1], ts[2] if len(ts) > 2 else ts[1])
+        tokens = q[0] if q else 1
+        width = (_numel(q) + _numel(k)) // max(tokens, 1)
+        return _vocab("rope", dtype, tokens=tokens, hidden=width)
+    if base in ("_C::silu_and_mul", "_C::gelu_and_mul", "_C::gelu_tanh_and_mul", "sgl_kernel::silu_and_mul",
+                "sgl_kernel::gelu_and_mul", "sgl_kernel::gelu_tanh_and_mul") and ts:
         rows, cols = _rows_cols(ts[0])  # ts[0] is the output [tokens, d]
+        return _vocab("activation", dtype, tokens=rows, hidden=cols)
+    if base == "sglang::_run_activation_inplace" and len(ts) >= 2:   # (op name, input, out)
+        rows, cols = _rows_cols(ts[1])
         return _vocab("activation", dtype, tokens=rows, hidden=cols)
     if base in ENGINE_ATTENTION and attrs.get("query_lens") is not None:
         return _map_engine_attention(dtype, attrs)
@@ -217,10 +226,10 @@ def map_op(name: str, shapes: Sequence[Shape | None], dtypes: Sequence[str | Non
 
 # Engine attention ops priced from the scheduled batch (attrs: query_lens, seq_lens per request,
 # num_heads, num_kv_heads, head_dim); without those attrs they fall back to the generic rule.
-ENGINE_ATTENTION = frozenset({"vllm::unified_attention_with_output", "vllm::unified_attention"})
+ENGINE_ATTENTION = frozenset({"vllm::unified_attention_with_output", "vllm::unified_attention", "sglang::attention"})
 # Ops that write new keys/values into a paged KV cache: inputs 0 and 1 are the new rows.
 KV_CACHE_WRITES = frozenset({"_C_cache_ops::reshape_and_cache", "_C_cache_ops::reshape_and_cache_flash",
-                             "vllm::unified_kv_cache_update"})
+                             "vllm::unified_kv_cache_update", "sglang::store_cache"})
 
 
 def _map_engine_attention(dtype: str, attrs: Mapping[str, Any]) -> list[MappedOp]:
@@ -277,10 +286,15 @@ def _largest(shapes: Sequence[Shape]) -> Shape | None:
     return max(shapes, key=_numel) if shapes else None
 
 
+# SGLang's norms (sgl-kernel): rmsnorm(out, input, weight, ...), fused_add_rmsnorm(input, residual, ...)
+SGL_NORMS = frozenset({"sgl_kernel::rmsnorm", "sgl_kernel::fused_add_rmsnorm", "sgl_kernel::gemma_rmsnorm",
+                       "sgl_kernel::gemma_fused_add_rmsnorm"})
+
+
 def _norm_input(base: str, ts: list[Shape]) -> Shape | None:
     if not ts:
         return None
-    if base == "_C::rms_norm":  # (out, input, weight, eps)
+    if base in ("_C::rms_norm", "sgl_kernel::rmsnorm", "sgl_kernel::gemma_rmsnorm"):  # (out, input, weight, eps)
         return ts[1] if len(ts) > 1 else ts[0]
     return ts[0]
 

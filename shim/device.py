@@ -56,6 +56,7 @@ class VirtualGPUs:
         self.kernel_ns_total = 0          # predicted kernel time launched (graphs included)
         self.collective_ns_total = 0      # predicted collective time (virtual collectives)
         self.graph_replays = 0
+        self.last_replayed = None   # the GraphCapture replayed last (engine adapters price its attention)
         self.syncs = 0
         self._current_device = lambda: 0  # replaced by the native guard's getter when installed
 
@@ -155,6 +156,7 @@ class VirtualGPUs:
 
     def replay(self, cap: GraphCapture, host_now: int) -> int:
         self.graph_replays += 1
+        self.last_replayed = cap
         self.fallback_launches += cap.fallback_kernels
         self.clock.charge(self.config.graph_launch_overhead_ns)
         dev = self.current_device()

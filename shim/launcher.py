@@ -24,6 +24,7 @@ from typing import Any
 from revati.errors import EmulationError
 from revati.inject import injection_env
 from revati.lifetime import termination_signals, tie_to_parent
+from revati.shim import stop_signals
 from revati.shim.config import EmulationConfig
 from revati.shim.sockets import EMU_DIR_ENV
 from revati.shim.vtime import EPOCH_ENV, MONO_ENV
@@ -142,6 +143,7 @@ def run(cmd: list[str], cfg: EmulationConfig, cwd: str | None = None,
             if client_cmd and deadlock is None:
                 server = procs[0]
                 if server.poll() is None:
+                    stop_signals.request_reports(Path(stats_dir), server.pid)
                     os.killpg(server.pid, signal.SIGTERM)
                     try:
                         server.wait(timeout=server_stop_timeout_s)

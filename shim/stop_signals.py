@@ -23,7 +23,11 @@ manager with its default timeout of 0 s) wins that race. So when summaries are k
 folder), a process with such a handler leaves a marker beside its summary, and an emulated
 process that sends SIGKILL to it (``os.kill``, which ``Process.kill`` and ``Popen.kill`` use)
 first waits, at most ``KILL_GRACE_S`` of real time, for that summary to appear. A process without
-a handler is killed at once, as before.
+a handler of its own (SGLang's scheduler and detokenizer, which SGLang kills with SIGKILL
+alone) is asked first: every emulated process keeping a summary handles ``REPORT_SIGNAL`` (a
+real-time signal programs leave alone) by writing it, and the killer sends that signal and waits,
+at most ``KILL_GRACE_S``, for the summary before it sends SIGKILL. The process still dies by
+SIGKILL.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from revati.shim.patching import original, patch
 WRITE_WAIT_S = 2.0
 KILL_GRACE_S = 1.0
 STOP_SIGNALS = (signal.SIGTERM,)
+REPORT_SIGNAL = signal.SIGRTMIN + 3
 
 _WRAPPERS: dict[Any, Any] = {}   # our wrapper -> the program's handler
 
@@ -77,6 +82,15 @@ def install(write_summary: Callable[[str], None], summaries_dir: Path | None = N
                 _await_summary(summaries_dir, pid)
             return original(os, "kill")(pid, sig)
 
+        if threading.current_thread() is threading.main_thread() and \
+                original(signal, "getsignal")(REPORT_SIGNAL) == signal.SIG_DFL:
+            def on_report_signal(sig, frame):
+                _write_bounded(write_summary, "SIGKILL")
+                _reported(summaries_dir, os.getpid()).touch()
+
+            original(signal, "signal")(REPORT_SIGNAL, on_report_signal)
+            _report_marker(summaries_dir, os.getpid()).touch()
+
         patch(os, "kill", kill)
     if threading.current_thread() is threading.main_thread():   # signal.signal works only there
         for signum in STOP_SIGNALS:
@@ -99,11 +113,48 @@ def _marker(summaries_dir: Path, pid: int) -> Path:
     return summaries_dir / f"process-{pid}.stop-handler"
 
 
+def _report_marker(summaries_dir: Path, pid: int) -> Path:
+    """Beside a process's summary: it writes its summary on REPORT_SIGNAL."""
+    return summaries_dir / f"process-{pid}.report-signal"
+
+
+def _reported(summaries_dir: Path, pid: int) -> Path:
+    return summaries_dir / f"process-{pid}.reported"
+
+
+def request_reports(summaries_dir: Path, pgid: int) -> None:
+    """Before a whole process group is stopped (SIGTERM kills at once those without a handler):
+    every emulated process of group ``pgid`` that answers REPORT_SIGNAL writes its summary; waits
+    at most KILL_GRACE_S in all."""
+    waiting = []
+    for marker in summaries_dir.glob("process-*.report-signal"):
+        try:
+            pid = int(marker.name.split("-", 1)[1].split(".", 1)[0])
+            if os.getpgid(pid) != pgid or _reported(summaries_dir, pid).exists():
+                continue
+            original(os, "kill")(pid, REPORT_SIGNAL)
+        except (ValueError, OSError):
+            continue
+        waiting.append(_reported(summaries_dir, pid))
+    deadline = real.monotonic() + KILL_GRACE_S
+    while waiting and real.monotonic() < deadline:
+        waiting = [w for w in waiting if not w.exists()]
+        real.sleep(0.005)
+
+
 def _await_summary(summaries_dir: Path, pid: int) -> None:
-    if not _marker(summaries_dir, pid).exists():
+    if _marker(summaries_dir, pid).exists():
+        done = summary_path(summaries_dir, pid)
+    elif _report_marker(summaries_dir, pid).exists():
+        done = _reported(summaries_dir, pid)
+        try:
+            original(os, "kill")(pid, REPORT_SIGNAL)
+        except OSError:
+            return
+    else:
         return
     deadline = real.monotonic() + KILL_GRACE_S
-    while not summary_path(summaries_dir, pid).exists() and real.monotonic() < deadline:
+    while not done.exists() and real.monotonic() < deadline:
         real.sleep(0.005)
 
 

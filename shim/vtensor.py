@@ -57,6 +57,32 @@ class VStorage:
         return self.block.address if self.block is not None else 0
 
 
+class StorageInfo:
+    """What ``untyped_storage()`` of a virtual tensor answers: its allocation's size, address and
+    device (engines check these, e.g. whether a cached buffer was freed). Its bytes do not exist."""
+
+    __slots__ = ("_st", "device")
+
+    def __init__(self, st: VStorage | None, device: torch.device):
+        self._st = st
+        self.device = device
+
+    def nbytes(self) -> int:
+        return self._st.nbytes if self._st is not None else 0
+
+    size = nbytes
+    __len__ = nbytes
+
+    def data_ptr(self) -> int:
+        return self._st.address if self._st is not None else 0
+
+    def element_size(self) -> int:
+        return 1
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(f"revati: virtual CUDA tensors have no storage to access (untyped_storage().{name})")
+
+
 def _oom_error(exc: AllocatorOOM, device: int) -> Exception:
     st = exc.stats
     gib = 1 << 30
@@ -110,7 +136,7 @@ class VTensor(torch.Tensor):
                         "Use Tensor.cpu() to copy the tensor to host memory first.")
 
     def untyped_storage(self):
-        raise RuntimeError("revati: virtual CUDA tensors have no storage to access")
+        return StorageInfo(self.__dict__.get("_st"), self.device)
 
     def data_ptr(self) -> int:
         st = self.__dict__.get("_st")

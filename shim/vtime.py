@@ -204,6 +204,33 @@ def _install_datetime() -> None:
         cls.__name__ = name
     patch(_datetime, "datetime", datetime)
     patch(_datetime, "date", date)
+    _extensions_see_real_datetime(real_dt, real_date, datetime, date)
+
+
+def _extensions_see_real_datetime(real_dt, real_date, virtual_dt, virtual_date) -> None:
+    """Note [Extension modules see datetime's C types]
+    A C extension compiled against datetime (Cython's ``cimport datetime``: pandas) imports the
+    classes by name from the ``datetime`` module while it loads and may derive its own static types
+    from them: from a Python subclass it would inherit a heap type's layout and crash (pandas
+    segfaulted in its first garbage collection). While an extension module loads, ``datetime``
+    holds the real classes; Python code always sees the virtual ones."""
+    import importlib.machinery
+
+    loader = importlib.machinery.ExtensionFileLoader
+
+    def with_real_classes(method):
+        def load(self, arg):
+            if _datetime.datetime is not virtual_dt:
+                return method(self, arg)   # nested extension load, or classes patched again
+            _datetime.datetime, _datetime.date = real_dt, real_date
+            try:
+                return method(self, arg)
+            finally:
+                _datetime.datetime, _datetime.date = virtual_dt, virtual_date
+        return load
+
+    patch(loader, "create_module", with_real_classes(loader.create_module))
+    patch(loader, "exec_module", with_real_classes(loader.exec_module))
 
 
 def _install_threading(waits: Waits, coordinator) -> None:

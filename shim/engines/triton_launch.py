@@ -5,7 +5,10 @@ A ``kernel[grid](*args)`` launch reaches ``JITFunction.run`` (through ``Autotune
 launch, and autotuning would benchmark with real events; so ``install(triton)`` replaces the
 three ``run`` methods: the launch is costed once per (kernel, argument shapes) by the bytes of
 the tensors it is given (a roofline estimate under the kernel's own name, counted as a
-fallback) and queued on the current virtual stream like any other kernel.
+fallback) and queued on the current virtual stream like any other kernel. Attention kernels
+launched inside an engine adapter's ``attention_timing.kernels_priced_by_batch()`` are launched
+but not priced: their time comes from the scheduled batch (their arguments hold the whole KV
+cache).
 
 What a Triton kernel writes has no values here: small output tensors keep the values they
 had (see Note [Device-to-host value policy]); engines whose control flow reads Triton results
@@ -18,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 from revati.shim import runtime as _runtime
+from revati.shim.engines import attention_timing
 from revati.shim.patching import patch
 
 _COSTS: dict[tuple, tuple[int, str]] = {}
@@ -68,7 +72,8 @@ def launch(fn: Any, args: tuple, kwargs: dict) -> None:
             cost = _COSTS[key] = (int(ns), f"triton:{name}")
         LAUNCHES[name] += 1
         rt.stats.ops += 1
-        rt.gpus.launch(cost[0], cost[1], rt.clock.now_at(call.cpu0), fallback=True)   # always the roofline
+        if not attention_timing.priced_by_batch():   # an attention kernel: the adapter charges the batch
+            rt.gpus.launch(cost[0], cost[1], rt.clock.now_at(call.cpu0), fallback=True)   # always the roofline
         rt.clock.charge(rt.config.launch_overhead_ns)
 
 

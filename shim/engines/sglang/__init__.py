@@ -1,11 +1,21 @@
-"""SGLang on the virtual GPUs: what runs today, and the version it is built against.
+"""SGLang on the virtual GPUs: its CUDA code path, unmodified, on torch's CPU build.
 
 ``install(sglang_module)`` runs when the program imports ``sglang`` (engines.install registers
-it) and refuses versions revati was not built for (UnsupportedEngine, raised from ``import
-sglang``, with the supported list), as the vLLM adapter does. That is all it does so far: SGLang's
-CUDA path does not run under revati yet; docs/sglang.md says what it needs (a ``torch.version.cuda``
-for its CUDA gate, a stand-in ``sgl_kernel``, the CuTe-DSL dual GEMM import) and
-``scripts/install_sglang_env.sh`` installs the supported version.
+it). It refuses versions revati was not built for (UnsupportedEngine, raised from ``import
+sglang``, with the supported list), then registers what the CUDA path needs:
+
+- ``torch.version.cuda``: the CUDA version of the torch build SGLang is released against, so
+  ``is_cuda()`` holds (engines.sglang.platform);
+- ``sgl_kernel``'s compiled libraries: defined with their schemas and shape rules when they
+  cannot load (engines.sglang.oplib, Note [sgl-kernel ops on a CPU build]);
+- SGLang's JIT kernels: loading returns a stand-in, ``clamp_position`` runs in its torch form,
+  the CuTe-DSL dual GEMM (SM100 only) is not selected (engines.sglang.jit_kernels);
+- attention: timed from the scheduled batch (engines.sglang.attention);
+- the scheduler waits on its sockets when idle instead of spinning (engines.sglang.scheduler,
+  Note [SGLang's idle scheduler waits]).
+
+Cross-process virtual time (HTTP server, tokenizer manager, scheduler, detokenizer; ZeroMQ
+between them) is the timekeeper's job, as for any processes (revati.shim.coord).
 """
 
 from __future__ import annotations
@@ -22,4 +32,17 @@ def check_version(version: str) -> None:
 
 
 def install(sglang: Any) -> None:
+    from revati.shim import import_hooks
+    from revati.shim.engines.sglang import attention, jit_kernels, oplib, platform, scheduler
+
     check_version(str(getattr(sglang, "__version__", "unknown")))
+    platform.present_cuda_build()
+    oplib.install_finder()
+    import_hooks.on_import("sglang.kernels.jit.utils.compile.loader", jit_kernels.install_loader, engine="sglang")
+    import_hooks.on_import("sglang.kernels.ops.attention.clamp_position", jit_kernels.pin_clamp_position,
+                           engine="sglang")
+    import_hooks.on_import("sglang.srt.layers.dual_gemm", jit_kernels.no_dual_gemm, engine="sglang")
+    import_hooks.on_import("sglang.srt.managers.scheduler", scheduler.install, engine="sglang")
+    import_hooks.on_import("sglang.srt.layers.attention.base_attn_backend", attention.install, engine="sglang")
+    import_hooks.on_import("sglang.srt.model_executor.runner.decode_cuda_graph_runner", attention.install_graph_replay,
+                           engine="sglang")

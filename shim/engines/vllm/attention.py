@@ -23,43 +23,18 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from revati.errors import UnsupportedEngine, UnsupportedOp
+from revati.errors import UnsupportedEngine
 from revati.shim import runtime as _runtime
-from revati.shim.timing import OpCost
+from revati.shim.engines.attention_timing import (
+    Batch, LayerShape, attention_cost, batch_scope, charge_graph_attention, current_batch, record_graph_layer)
 from revati.shim.patching import patch
 
 ATTENTION_OPS = ("unified_attention_with_output",)
-_TLS = threading.local()
-_COST_CACHE: dict[tuple, OpCost] = {}
-_GRAPH_LAYERS: dict[int, tuple[Any, list["LayerShape"]]] = {}   # id(capture) -> (capture, layers)
-
-
-@dataclass(frozen=True)
-class LayerShape:
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    dtype: torch.dtype
-    sliding_window: int | None
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Per request: tokens computed by this step (query) and keys attended to (KV, new included)."""
-
-    query_lens: tuple[int, ...]
-    kv_lens: tuple[int, ...]
-    source: str
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(self.query_lens)
+ATTENTION_OP = "vllm::unified_attention_with_output"   # the name its cost is looked up under
 
 
 # The SchedulerOutput fields the batch is read from: a vLLM release that renames one must fail
@@ -95,10 +70,6 @@ def batch_from_scheduler_output(so: Any) -> Batch | None:
     q = tuple(int(v) for v in scheduled.values())
     kv = tuple(computed.get(rid, 0) + int(n) for rid, n in scheduled.items())
     return Batch(q, kv, "scheduler")
-
-
-def current_batch() -> Batch | None:
-    return getattr(_TLS, "batch", None)
 
 
 def _values(t: Any) -> list[int] | None:
@@ -140,32 +111,6 @@ def _layer_shape(layer: Any, query: torch.Tensor) -> LayerShape:
                       query.dtype, window)
 
 
-def attention_cost(shape: LayerShape, batch: Batch) -> OpCost:
-    """What one layer's attention over ``batch`` costs (cached per step shape)."""
-    key = (shape, batch.query_lens, batch.kv_lens)
-    hit = _COST_CACHE.get(key)
-    if hit is not None:
-        return hit
-    rt = _runtime.get()
-    kv = batch.kv_lens
-    if shape.sliding_window:
-        kv = tuple(min(k, q + shape.sliding_window) for q, k in zip(batch.query_lens, kv))
-    attrs = {"query_lens": list(batch.query_lens), "seq_lens": list(kv), "num_heads": shape.num_heads,
-             "num_kv_heads": shape.num_kv_heads, "head_dim": shape.head_dim}
-    n = batch.num_tokens
-    q_shape = (n, shape.num_heads, shape.head_dim)
-    kv_shape = (n, shape.num_kv_heads, shape.head_dim)
-    with rt.busy():   # a first lookup may load kernel tables (no stall meanwhile)
-        cost = rt.coster.cost("vllm::unified_attention_with_output", [q_shape, kv_shape, kv_shape, q_shape],
-                              [shape.dtype] * 4, [], attrs)
-    if cost is None:   # op_mapping's engine-attention rule must price it: never charge 0 silently
-        raise UnsupportedOp("vllm::unified_attention_with_output", f"no timing rule for {attrs}")
-    if len(_COST_CACHE) > 65536:
-        _COST_CACHE.clear()
-    _COST_CACHE[key] = cost
-    return cost
-
-
 def _resolve(layer_name: Any) -> str:
     if isinstance(layer_name, str):
         return layer_name
@@ -191,7 +136,7 @@ def handle_attention(func, args, kwargs):
     shape = _layer_shape(layer, query)
     cap = rt.gpus.capture
     if cap is not None:
-        _GRAPH_LAYERS.setdefault(id(cap), (cap, []))[1].append(shape)
+        record_graph_layer(cap, shape)
         return None
     batch = current_batch()
     num_tokens = int(query.shape[0])
@@ -202,25 +147,11 @@ def handle_attention(func, args, kwargs):
         if isinstance(md, dict):
             md = md.get(name)
         batch = batch_from_metadata(md, num_tokens)
-    ns, label, fallback = attention_cost(shape, batch)
+    ns, label, fallback = attention_cost(ATTENTION_OP, shape, batch)
     dev = query._dev if hasattr(query, "_dev") else rt.gpus.current_device()
     rt.gpus.launch(ns, label, host_now, dev, fallback=fallback)
     rt.clock.charge(rt.config.launch_overhead_ns)
     return None
-
-
-def charge_graph_attention(capture: Any) -> None:
-    """After a replay of ``capture``: the attention it contains, for the batch being replayed."""
-    rec = _GRAPH_LAYERS.get(id(capture))
-    if rec is None or rec[0] is not capture or not rec[1]:
-        return
-    batch = current_batch()
-    if batch is None:
-        return
-    rt = _runtime.get()
-    costs = [attention_cost(shape, batch) for shape in rec[1]]
-    rt.gpus.launch(sum(c.duration_ns for c in costs), f"attention in graph ({len(rec[1])} layers)", rt.clock.now())
-    rt.gpus.fallback_launches += sum(c.fallback for c in costs)
 
 
 # -- installation (import hooks) ------------------------------------------------------------------
@@ -243,12 +174,8 @@ def track_batches(mod: Any) -> None:
         return
 
     def execute_model(self, scheduler_output, *args, **kwargs):
-        prev = getattr(_TLS, "batch", None)
-        _TLS.batch = batch_from_scheduler_output(scheduler_output)
-        try:
+        with batch_scope(batch_from_scheduler_output(scheduler_output)):
             return real(self, scheduler_output, *args, **kwargs)
-        finally:
-            _TLS.batch = prev
 
     execute_model.__revati__ = True
     execute_model.__wrapped__ = real
@@ -274,7 +201,7 @@ def patch_graph_wrapper(mod: Any) -> None:
             graph = getattr(entry, "cudagraph", None)
             cap = getattr(graph, "capture", None)
             if cap is not None:
-                charge_graph_attention(cap)
+                charge_graph_attention(ATTENTION_OP, cap)
         return out
 
     call.__revati__ = True

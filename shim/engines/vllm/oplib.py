@@ -22,14 +22,11 @@
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import sys
-import types
-import warnings
 from typing import Callable
 
 import torch
+
+from revati.shim.engines import op_library
 
 SUPPORTED_SCHEMA_VERSION = "0.32.0"
 
@@ -112,9 +109,6 @@ EXTENSIONS: dict[str, dict[str, list[str]]] = {
 }
 # The CPU wheel's kernels: not part of the CUDA build, and their schemas clash (see the Note).
 CPU_ONLY_MODULES = ("vllm._C", "vllm._C_AVX2", "vllm._C_AVX512")
-
-_LIBS: list = []
-
 
 # -- shape rules (Meta kernels) for ops that return tensors ---------------------------------------
 
@@ -217,105 +211,19 @@ _SPECIAL_HANDLERS: dict[str, Callable] = {"_C::weak_ref_tensor": _weak_ref}
 
 # -- definition ------------------------------------------------------------------------------------
 
+TABLES = op_library.OpTables(meta_rules=_META_RULES, host_kernels=_HOST_KERNELS, special_handlers=_SPECIAL_HANDLERS)
+
+
 def define(namespaces: dict[str, list[str]]) -> None:
     """Define each op that does not exist yet; give every op its Meta/host kernel or handler."""
-    from revati.shim import special_ops
-
-    for ns, schemas in namespaces.items():
-        lib = torch.library.Library(ns, "FRAGMENT")
-        _LIBS.append(lib)
-        for schema in schemas:
-            name = schema.split("(", 1)[0]
-            qual = f"{ns}::{name}"
-            if not _has_schema(qual):
-                lib.define(schema)
-            host = _HOST_KERNELS.get(qual)
-            if host is not None and not torch._C._dispatch_has_kernel_for_dispatch_key(qual, host[0]):
-                lib.impl(name, host[1], host[0])
-            special = _SPECIAL_HANDLERS.get(qual)
-            if special is not None:
-                special_ops.register_special(getattr(getattr(torch.ops, ns), name).default, special)
-                continue
-            if not torch._C._dispatch_has_kernel_for_dispatch_key(qual, "Meta"):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    lib.impl(name, _META_RULES.get(qual, _meta_none), "Meta")
+    op_library.define(namespaces, TABLES)
 
 
-def _has_schema(qualname: str) -> bool:
-    try:
-        return bool(torch._C._jit_get_schemas_for_operator(qualname))
-    except RuntimeError:
-        return False
-
-
-# -- stand-in extension modules ---------------------------------------------------------------------
-
-class _ExtensionLoader(importlib.abc.Loader):
-    def __init__(self, namespaces: dict[str, list[str]]):
-        self.namespaces = namespaces
-
-    def create_module(self, spec):
-        return types.ModuleType(spec.name)
-
-    def exec_module(self, module):
-        module.__revati_stand_in__ = True
-        module.__doc__ = "revati stand-in for a vLLM CUDA extension (see revati.shim.engines.vllm.oplib)"
-        define(self.namespaces)
-
-
-class _BlockedLoader(importlib.abc.Loader):
-    def create_module(self, spec):
-        raise ImportError(f"{spec.name} holds vLLM's CPU kernels, which are not part of its CUDA build "
-                          "(revati runs vLLM's CUDA code path)", name=spec.name)
-
-    def exec_module(self, module):  # pragma: no cover - create_module raises
-        pass
-
-
-class ExtensionFinder(importlib.abc.MetaPathFinder):
-    """Supplies the CUDA extensions a CPU build lacks; a real extension always wins."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname not in EXTENSIONS and fullname not in CPU_ONLY_MODULES:
-            return None
-        real = None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            real = finder.find_spec(fullname, path, target)
-            if real is not None:
-                break
-        if fullname in CPU_ONLY_MODULES:
-            return importlib.machinery.ModuleSpec(fullname, _BlockedLoader()) if real is not None else None
-        if real is not None:
-            return _AddMetaLoader.wrap(real, EXTENSIONS[fullname])
-        return importlib.machinery.ModuleSpec(fullname, _ExtensionLoader(EXTENSIONS[fullname]))
-
-
-class _AddMetaLoader(importlib.abc.Loader):
-    """Loads the real extension, then adds the Meta kernels and handlers it lacks."""
-
-    def __init__(self, inner, namespaces):
-        self.inner = inner
-        self.namespaces = namespaces
-
-    @classmethod
-    def wrap(cls, spec, namespaces):
-        spec.loader = cls(spec.loader, namespaces)
-        return spec
-
-    def create_module(self, spec):
-        return self.inner.create_module(spec)
-
-    def exec_module(self, module):
-        self.inner.exec_module(module)
-        define(self.namespaces)
-
-
-_FINDER = ExtensionFinder()
+_FINDER = op_library.ExtensionFinder(
+    EXTENSIONS, TABLES, blocked=CPU_ONLY_MODULES,
+    stand_in_doc="revati stand-in for a vLLM CUDA extension (see revati.shim.engines.vllm.oplib)",
+    blocked_reason="holds vLLM's CPU kernels, which are not part of its CUDA build (revati runs vLLM's CUDA code path)")
 
 
 def install_finder() -> None:
-    if _FINDER not in sys.meta_path:
-        sys.meta_path.insert(0, _FINDER)
+    op_library.install_finder(_FINDER)
