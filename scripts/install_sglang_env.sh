@@ -4,19 +4,21 @@
 # usage: scripts/install_sglang_env.sh [VENV_DIR]      (default: $REVATI_SGLANG_VENV or .venv-sglang)
 #
 # What it installs: sglang==0.5.23 (PyPI's wheel: the CUDA build's Python package plus a few Rust
-# extensions, no CUDA code) WITHOUT its dependencies, on the CPU build of torch 2.13, plus the
+# extensions, no CUDA code) and sglang-kernel==0.4.10 (its Python wrappers are used; its CUDA
+# libraries never load) WITHOUT their dependencies, on the CPU build of torch 2.13, plus the
 # part of SGLang's dependency list that installs and imports on a CPU-only machine (pinned as
 # SGLang pins them), plus revati itself (editable) and its dependencies. Never a CUDA build of
 # torch: the script stops if one got in.
 #
 # Why --no-deps: SGLang 0.5.23 requires torch==2.14.1 (PyPI's is the CUDA 13 build, ~550 MB plus
-# ~2 GB of nvidia-* wheels) and CUDA-only packages: sglang-kernel (PyPI has only a CUDA wheel; its
-# .so files link libtorch_cuda, libcudart.so.13, libcuda.so.1), flashinfer-python[cu13],
-# flash-attn-4, cuda-python, humming-kernels, nvidia-cutlass-dsl, nvidia-mathdx, nvshmem4py-cu13,
-# quack-kernels, sgl-deep-ep, sgl-deep-gemm, sgl-flash-mla, tilelang, torch_memory_saver,
-# torchaudio, torchcodec. None is imported unguarded on the CPU path (sglang's is_cuda() is
-# `torch.cuda.is_available() and torch.version.cuda is not None`), so they are left out; the torch
-# pin is relaxed to the CPU 2.13.0 build (the one the project pins in constraints/cpu.txt).
+# ~2 GB of nvidia-* wheels) and CUDA-only packages: flashinfer-python[cu13], flash-attn-4,
+# cuda-python, humming-kernels, nvidia-cutlass-dsl, nvidia-mathdx, nvshmem4py-cu13, quack-kernels,
+# sgl-deep-ep, sgl-deep-gemm, sgl-flash-mla, tilelang, torch_memory_saver, torchaudio, torchcodec.
+# None of them is imported unguarded on the CUDA path revati emulates (its adapter keeps SGLang
+# off the ones that are: shim/engines/sglang), so they are left out. sglang-kernel is the
+# exception: imported unguarded, its wheel (only a CUDA one exists; its .so files link
+# libtorch_cuda, libcudart.so.13, libcuda.so.1) is installed for its Python package. The torch pin
+# is relaxed to the CPU 2.13.0 build (the one the project pins in constraints/cpu.txt).
 # `pip check` therefore reports sglang's requirements as unmet: that is expected.
 #
 # torchvision stays (model_runner imports it through sglang.srt.multimodal): PyPI's wheel is built
@@ -38,6 +40,10 @@ VENV="${1:-${REVATI_SGLANG_VENV:-$REPO/.venv-sglang}}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 TORCH_INDEX="${REVATI_TORCH_INDEX-https://download.pytorch.org/whl/cpu}"
 SGLANG_SPEC="sglang==0.5.23"
+# SGLang's CUDA path imports sgl_kernel unguarded; the wheel's Python wrappers run as they are and
+# revati stands in for its compiled libraries (shim/engines/sglang/oplib.py), which link the CUDA
+# runtime and do not load on the CPU build of torch.
+SGL_KERNEL_SPEC="sglang-kernel==0.4.10"
 TORCH_SPEC="torch==2.13.0+cpu"
 
 # SGLang 0.5.23's Requires-Dist, less the CUDA-only entries above, the aarch64-only ones (av,
@@ -69,6 +75,7 @@ assert torch.version.cuda is None, f"a CUDA build of torch is installed ({torch.
 assert torch.__version__.startswith("2.13."), torch.__version__
 version = md.version("sglang")
 assert version == "0.5.23", version
+assert md.version("sglang-kernel") == "0.4.10", md.version("sglang-kernel")
 import revati.shim.engines  # noqa: F401  (the shim resolves to this checkout)
 from revati.shim.engines import torchvision_compat
 torchvision_compat.install()  # PyPI's torchvision is built for the CUDA torch (see the script)
@@ -99,8 +106,8 @@ fi
 "${TORCH_PIP[@]}" "$TORCH_SPEC"
 # Everything else resolves against the installed torch (constraints/cpu.txt pins torch==2.13.0).
 "${PIP[@]}" "${SGLANG_DEPS[@]}" "${REVATI_DEPS[@]}"
-# Installed last and alone so pip does not list its deliberately unmet requirements.
-"${PIP[@]}" --no-deps "$SGLANG_SPEC"
+# Installed last and alone so pip does not list their deliberately unmet requirements.
+"${PIP[@]}" --no-deps "$SGLANG_SPEC" "$SGL_KERNEL_SPEC"
 # torchaudio/torchcodec from PyPI are built for the CUDA torch and fail to load on the CPU build;
 # nothing above asks for them, but a stale venv may hold them.
 "$VENV/bin/python" -m pip uninstall -y torchaudio torchcodec >/dev/null 2>&1 || true

@@ -63,14 +63,16 @@ _COMMON_OPS = [
 ]
 # sglang-kernel 0.4.10's flash_ops (FlashAttention 3).
 _FLASH_OPS = [
-    "fwd(Tensor q, Tensor k, Tensor v, Tensor? k_new, Tensor? v_new, Tensor? q_v, Tensor(a!)? out, "
+    # as in the binary, except that ``out`` is not declared as aliased by the first result (the
+    # stand-in allocates its results: SGLang reads them, never the aliasing)
+    "fwd(Tensor q, Tensor k, Tensor v, Tensor? k_new, Tensor? v_new, Tensor? q_v, Tensor? out, "
     "Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, Tensor? cu_seqlens_k_new, Tensor? seqused_q, "
     "Tensor? seqused_k, int? max_seqlen_q, int? max_seqlen_k, Tensor? page_table, Tensor? kv_batch_idx, "
     "Tensor? leftpad_k, Tensor? rotary_cos, Tensor? rotary_sin, Tensor? seqlens_rotary, Tensor? q_descale, "
     "Tensor? k_descale, Tensor? v_descale, float? softmax_scale, bool is_causal, int window_size_left, "
     "int window_size_right, int attention_chunk, float softcap, bool is_rotary_interleaved, "
     "Tensor? scheduler_metadata, int num_splits, bool? pack_gqa, int sm_margin, Tensor? sinks, "
-    "Tensor? sparse_mask_fine, bool only_qv) -> (Tensor(a!), Tensor, Tensor, Tensor)",
+    "Tensor? sparse_mask_fine, bool only_qv) -> (Tensor, Tensor, Tensor, Tensor)",
     "get_scheduler_metadata(int batch_size, int max_seqlen_q, int max_seqlen_k, int num_heads, "
     "int num_heads_k, int headdim, int headdim_v, ScalarType qkv_dtype, Tensor seqused_k, "
     "Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, Tensor? cu_seqlens_k_new, Tensor? seqused_q, "
@@ -95,7 +97,7 @@ def _scaled_mm_meta(mat_a, mat_b, scales_a, scales_b, out_dtype, bias=None):
 
 
 def _fa3_fwd_meta(q, k, v, k_new, v_new, q_v, out, cu_seqlens_q, *args, **kwargs):
-    o = out if out is not None else _new_like(q, (*q.shape[:-1], v.shape[-1]))
+    o = _new_like(q, (*q.shape[:-1], v.shape[-1]))
     heads = q.shape[-2]
     # softmax_lse is [heads, total_q] for varlen calls (SGLang always passes cu_seqlens_q); the
     # last two outputs are split-KV accumulators SGLang never reads.
@@ -118,12 +120,22 @@ _META_RULES: dict[str, Callable] = {
 }
 
 
+def _fa3_fwd(func, args, kwargs):
+    # FA3 is attention: its time is the scheduled batch's, charged per layer by the backend
+    # wrapper (engines.sglang.attention); its arguments hold the whole paged KV cache. So the op
+    # is handled whole: its results are allocated and nothing is priced here.
+    bound = dict(zip(("q", "k", "v", "k_new", "v_new", "q_v", "out", "cu_seqlens_q"), args))
+    bound.update(kwargs)
+    return _fa3_fwd_meta(bound["q"], bound["k"], bound["v"], None, None, None, None, bound.get("cu_seqlens_q"))
+
+
 def _weak_ref(func, args, kwargs):
     # A tensor sharing the input's memory without keeping it alive: an alias here.
     return torch.ops.aten.alias.default(args[0])
 
 
-TABLES = op_library.OpTables(meta_rules=_META_RULES, special_handlers={"sgl_kernel::weak_ref_tensor": _weak_ref})
+TABLES = op_library.OpTables(meta_rules=_META_RULES, special_handlers={"sgl_kernel::weak_ref_tensor": _weak_ref,
+                                                                        "sgl_kernel::fwd": _fa3_fwd})
 
 
 class _Finder(op_library.ExtensionFinder):

@@ -1,0 +1,124 @@
+"""Real SGLang (0.5.23, its CUDA code path) serving under `revati emulate`: HTTP server and
+tokenizer manager, scheduler, detokenizer, and the benchmark client, all in virtual time.
+
+Needs the SGLang environment: set REVATI_SGLANG_PYTHON to its interpreter, or build it with
+scripts/install_sglang_env.sh (default .venv-sglang). Each run starts a whole server (~30 s).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.sglang]
+
+REPO = Path(__file__).resolve().parent.parent
+NUM_PROMPTS, INPUT_LEN, OUTPUT_LEN = 6, 64, 8
+
+
+def _sglang_python() -> str | None:
+    env = os.environ.get("REVATI_SGLANG_PYTHON")
+    candidate = Path(env) if env else REPO / ".venv-sglang" / "bin" / "python"
+    return str(candidate) if candidate.is_file() else None
+
+
+SGLANG_PYTHON = _sglang_python()
+if SGLANG_PYTHON is None:
+    pytest.skip("the SGLang environment is not installed: run scripts/install_sglang_env.sh "
+                "or set REVATI_SGLANG_PYTHON to its python", allow_module_level=True)
+
+
+def _check_environment() -> None:
+    probe = ("import importlib.util, revati; "
+             "assert importlib.util.find_spec('sglang') and importlib.util.find_spec('sgl_kernel'), "
+             "'sglang or sgl_kernel is not installed'; print(revati.__file__)")
+    proc = subprocess.run([SGLANG_PYTHON, "-c", probe], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.skip(f"{SGLANG_PYTHON} cannot run the SGLang tests: {proc.stderr.strip().splitlines()[-1:]}",
+                    allow_module_level=True)
+    if Path(proc.stdout.strip()).resolve().parent.parent != REPO:
+        pytest.skip(f"{SGLANG_PYTHON} imports revati from {proc.stdout.strip()}, not this checkout "
+                    "(pip install --no-deps -e . in that environment)", allow_module_level=True)
+
+
+_check_environment()
+
+
+def _port(salt: int) -> int:
+    return 20000 + (os.getpid() * 3 + 11 * salt) % 20000
+
+
+def _server(model: Path, port: int, *args: str) -> list[str]:
+    return [SGLANG_PYTHON, "-m", "sglang.launch_server", "--model-path", str(model), "--load-format", "dummy",
+            "--port", str(port), "--context-length", "512", *args]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def serve(model: Path, out: Path, gpu: str, salt: int, *sglang_args: str) -> dict:
+    """`revati emulate --serve-port P -- python -m sglang.launch_server ...` with revati's client,
+    in the repeatable mode; the metrics file it wrote."""
+    port = _port(salt)
+    cmd = [SGLANG_PYTHON, "-m", "revati", "emulate", "--gpu", gpu, "--no-host-cpu", "--serve-port", str(port),
+           "--num-prompts", str(NUM_PROMPTS), "--request-rate", "4", "--random-input-len", str(INPUT_LEN),
+           "--random-output-len", str(OUTPUT_LEN), "--result-dir", str(out), "-q",
+           "--", *_server(model, port, *sglang_args)]
+    proc = _run(cmd)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    from revati.models_zoo import write_model_dir
+
+    # Llama-2-7B's widths, 2 layers: GPU time dominates a step, and it is quick to emulate
+    return write_model_dir("llama-2-7b", tmp_path_factory.mktemp("models") / "wide", num_hidden_layers=2)
+
+
+@pytest.fixture(scope="module")
+def served(model, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("sglang-serve")
+    return {gpu: serve(model, root / gpu, gpu, i) for i, gpu in enumerate(("h100", "a100"))}
+
+
+def test_sglang_serves_every_request_with_the_metrics_schema(served):
+    m = served["h100"]
+    assert m["completed"] == NUM_PROMPTS and m["failed"] == 0
+    assert m["total_output_tokens"] == NUM_PROMPTS * OUTPUT_LEN
+    for key in ("mean_ttft_ms", "median_tpot_ms", "p99_itl_ms", "mean_e2el_ms", "request_throughput",
+                "output_throughput", "virtual_duration_s", "wall_duration_s", "speedup"):
+        assert m[key] > 0, key
+    assert m["gpu"] == "h100_sxm"
+
+
+def test_an_a100_serves_the_same_workload_slower_than_an_h100(served):
+    h100, a100 = served["h100"], served["a100"]
+    assert a100["gpu"].startswith("a100")
+    # GPU time only (--no-host-cpu): every step costs more on the A100 (less bandwidth and compute)
+    assert a100["mean_tpot_ms"] > 1.2 * h100["mean_tpot_ms"], (a100["mean_tpot_ms"], h100["mean_tpot_ms"])
+    assert a100["mean_ttft_ms"] > h100["mean_ttft_ms"]
+
+
+def test_sglang_bench_serving_as_the_client(model, tmp_path):
+    """SGLang's own benchmark client under the same emulation writes its result in its own format."""
+    port = _port(5)
+    result = tmp_path / "bench.jsonl"
+    client = (f"{SGLANG_PYTHON} -m sglang.bench_serving --backend sglang --host 127.0.0.1 --port {port} "
+              f"--model {model} --tokenizer {model} --dataset-name random-ids --num-prompts {NUM_PROMPTS} "
+              f"--random-input-len {INPUT_LEN} --random-output-len {OUTPUT_LEN} --random-range-ratio 1.0 "
+              f"--request-rate 4 --seed 0 --disable-tqdm --output-file {result}")
+    cmd = [SGLANG_PYTHON, "-m", "revati", "emulate", "--gpu", "h100", "--no-host-cpu", "--serve-port", str(port),
+           "--client", client, "--", *_server(model, port)]
+    proc = _run(cmd)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    r = json.loads(result.read_text().splitlines()[-1])
+    assert r["completed"] == NUM_PROMPTS and r["total_output_tokens"] == NUM_PROMPTS * OUTPUT_LEN
+    # virtual time: arrivals at 4/s over ~1.5 s, and a decode step of this model is milliseconds
+    assert 0.2 < r["duration"] < 20 and 0 < r["mean_tpot_ms"] < 50, {k: r[k] for k in ("duration", "mean_tpot_ms")}
