@@ -122,8 +122,11 @@ def _rendezvous(group: str, rank: int, world: int, family: str, nbytes: int, dty
     elif world > 1:
         cost = int(rt.predictor.predict_ns(family, {"message_bytes": 4, "world_size": world}, "fp32"))
     seq = _next_seq(group)
-    res = _coordinator().collective(group, seq, rank, world, arrival, cost, payload)
+    # the values travel pickled: the timekeeper's wire carries bytes (shim/coord/wire.py)
+    res = _coordinator().collective(group, seq, rank, world, arrival, cost,
+                                    None if payload is None else _dumps(payload))
     completion, payloads = (res.completion_ns, res.payloads) if hasattr(res, "completion_ns") else res
+    payloads = [None if p is None else pickle.loads(p) for p in payloads]
     gpus.wait_until(dev, stream, completion)
     gpus.collective_ns_total += cost
     if rt.timeline.enabled:
