@@ -12,7 +12,8 @@ each adapter runs when the program imports the library it adapts (revati.shim.im
 - ``zmq``: virtual waits on ZeroMQ sockets and causal stamps on their messages (engines.zmq_adapter);
 - ``vllm``: the CUDA platform, vLLM's CUDA op library on CPU builds, attention timed from the
   scheduled batch, refusal of unsupported versions and torch.compile modes (engines.vllm);
-- ``sglang``: refusal of unsupported versions (engines.sglang; its CUDA path does not run yet).
+- ``sglang``: its CUDA path on a CPU build (sgl-kernel stand-ins, JIT kernels, attention timed from
+  the batch, the idle scheduler waiting virtually), refusal of unsupported versions (engines.sglang).
 """
 
 from __future__ import annotations
