@@ -169,6 +169,32 @@ def new_vtensor(shape, stride, offset: int, dtype: torch.dtype, dev: int,
     return t
 
 
+class BorrowedStorage(VStorage):
+    """Another allocation's address and size, not owning it: the allocation is freed when its
+    owner's last view dies, whatever borrows it (a weak reference to device memory)."""
+
+    __slots__ = ("_address",)
+
+    def __init__(self, owner: VStorage | None, device: int):
+        self.device = device
+        self.nbytes = owner.nbytes if owner is not None else 0
+        self.block = None
+        self._address = owner.address if owner is not None else 0
+
+    @property
+    def address(self) -> int:
+        return self._address
+
+
+def weak_view(t: VTensor) -> VTensor:
+    """What CUDA extensions' ``weak_ref_tensor`` returns: the same memory, not kept alive. Engines
+    keep such views of CUDA-graph inputs and outputs, which share one graph memory pool on a GPU;
+    a view that owned its memory would keep every captured graph's buffers (SGLang's 58 prefill
+    graphs: out of memory)."""
+    return new_vtensor(tuple(t.shape), tuple(t.stride()), t.storage_offset(), t.dtype, t._dev,
+                       BorrowedStorage(t.__dict__.get("_st"), t._dev), t.__dict__.get("_v"))
+
+
 def storage_nbytes(shape, stride, offset: int, dtype: torch.dtype) -> int:
     if any(s == 0 for s in shape):
         return 0

@@ -47,9 +47,10 @@ def test_vllm_cuda_ops_exist_on_the_cpu_build_with_shapes_and_costs(adapters):
     assert adapters["sm_count"] == 132
 
 
-def test_host_views_share_values_and_weak_refs_do_not_allocate(adapters):
+def test_host_views_share_values_and_weak_refs_neither_allocate_nor_keep_memory(adapters):
     assert adapters["uva_view"] == {"device": "cuda:0", "value": [42, 1, 2, 3, 4, 5]}
     assert adapters["weak_ref"] == {"shape": [64, 4096], "new_bytes": 0, "same_address": True}
+    assert adapters["weak_ref_keeps_alive"] is False and adapters["weak_ref_shape_after_free"] == [1024, 1024]
 
 
 def test_an_ops_missing_cpu_kernel_is_asked_for_values_once(adapters):

@@ -80,6 +80,12 @@ allocated = torch.cuda.memory_allocated()
 ref = torch.ops._C.weak_ref_tensor(x)
 out["weak_ref"] = {"shape": list(ref.shape), "new_bytes": torch.cuda.memory_allocated() - allocated,
                    "same_address": ref.data_ptr() == x.data_ptr()}
+owned = torch.empty(1024, 1024, device="cuda")
+before_free = torch.cuda.memory_allocated()
+weak = torch.ops._C.weak_ref_tensor(owned)
+del owned   # the weak reference does not keep the memory (CUDA-graph buffers share one pool)
+out["weak_ref_keeps_alive"] = torch.cuda.memory_allocated() == before_free
+out["weak_ref_shape_after_free"] = list(weak.shape)
 q = torch.empty(64, 32, 128, dtype=torch.bfloat16, device="cuda")
 o, lse = torch.ops._vllm_fa2_C.varlen_fwd(q, cache, cache, None, slots, slots, None, None, None, None,
                                           1, 64, 0.0, 0.1, False, True, -1, -1, 0.0, False, 0, None)

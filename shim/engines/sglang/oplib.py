@@ -130,8 +130,10 @@ def _fa3_fwd(func, args, kwargs):
 
 
 def _weak_ref(func, args, kwargs):
-    # A tensor sharing the input's memory without keeping it alive: an alias here.
-    return torch.ops.aten.alias.default(args[0])
+    # A tensor sharing the input's memory without keeping it alive.
+    from revati.shim.vtensor import weak_view
+
+    return weak_view(args[0])
 
 
 TABLES = op_library.OpTables(meta_rules=_META_RULES, special_handlers={"sgl_kernel::weak_ref_tensor": _weak_ref,

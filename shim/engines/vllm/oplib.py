@@ -202,8 +202,10 @@ _HOST_KERNELS: dict[str, tuple[str, Callable]] = {
 
 
 def _weak_ref(func, args, kwargs):
-    # A tensor that shares the input's memory without keeping it alive: an alias here.
-    return torch.ops.aten.alias.default(args[0])
+    # A tensor that shares the input's memory without keeping it alive.
+    from revati.shim.vtensor import weak_view
+
+    return weak_view(args[0])
 
 
 _SPECIAL_HANDLERS: dict[str, Callable] = {"_C::weak_ref_tensor": _weak_ref}
