@@ -46,3 +46,15 @@ def test_torchrun_ranks_are_exact_without_host_time():
     predicted = _predicted_ms()
     for r in ranks.values():
         assert r["all_reduce_ms"] == pytest.approx(predicted, rel=1e-3)
+
+
+def test_small_tensors_carry_their_values_across_processes():
+    # a value crossing the timekeeper's wire travels pickled (shim/collectives.py); a raw tensor
+    # there once dropped the sender's connection (SGLang's pipeline stages)
+    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "-q", "--num-gpus", "2", "--",
+                           sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "p2p_values.py"],
+                          capture_output=True, text=True, timeout=600, cwd=PROGRAMS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["rank"]: r for r in (json.loads(m) for m in re.findall(r'\{"rank": [^{}]*\}', proc.stdout))}
+    assert rows[1]["size"] == 495
+    assert rows[0]["total"] == rows[1]["total"] == 3

@@ -76,3 +76,26 @@ def test_indexing_ops_cost_the_moved_rows_not_the_indexed_tensor():
     (op,) = map_op("aten::index_copy_", [cache, None, (16,), (16, 32, 128)],
                    ["c10::BFloat16", None, "long int", "c10::BFloat16"], out_shapes=[cache])
     assert op.bytes_moved == 2 * 16 * 32 * 128 * 2 + 16 * 8
+
+
+def test_sglang_ops_map_to_the_same_kernels_as_vllms():
+    bf16 = "c10::BFloat16"
+    (op,) = map_op("sgl_kernel::rmsnorm", [(16, 4096), (16, 4096), (4096,), None, None], [bf16] * 3 + [None] * 2)
+    assert op.op == "norm" and op.params_dict == {"tokens": 16, "hidden": 4096}
+    (op,) = map_op("sgl_kernel::fused_add_rmsnorm", [(16, 4096), (16, 4096), (4096,), None, None], [bf16] * 3)
+    assert op.op == "norm" and op.params_dict == {"tokens": 16, "hidden": 4096}
+    # apply_rope_inplace(q [T, heads, rot], k [T, kv heads, rot], cos_sin_cache, positions)
+    (op,) = map_op("sglang::apply_rope_inplace", [(16, 32, 128), (16, 8, 128), (4096, 128), (16,)],
+                   [bf16, bf16, "float", "long int"])
+    assert op.op == "rope" and op.params_dict == {"tokens": 16, "hidden": 5120}
+    # _run_activation_inplace(op name, input [T, 2d], out [T, d])
+    (op,) = map_op("sglang::_run_activation_inplace", [None, (16, 22016), (16, 11008)], [None, bf16, bf16])
+    assert op.op == "activation" and op.params_dict == {"tokens": 16, "hidden": 11008}
+    # store_cache(k, v, k_cache, v_cache, indices): the rows written, never the cache pool
+    pool = (400_000, 8 * 128)
+    (op,) = map_op("sglang::store_cache", [(16, 8 * 128), (16, 8 * 128), pool, pool, (16,)], [bf16] * 4 + ["long int"])
+    assert op.bytes_moved == 2.0 * (2 * 16 * 8 * 128) * 2
+    # attention priced from the scheduled batch
+    attrs = {"query_lens": [1, 1, 7], "seq_lens": [100, 50, 7], "num_heads": 32, "num_kv_heads": 8, "head_dim": 128}
+    ops = map_op("sglang::attention", [(9, 32, 128)], [bf16], attrs=attrs)
+    assert [o.op for o in ops] == ["attn_decode", "attn_prefill"]

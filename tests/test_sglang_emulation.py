@@ -122,3 +122,25 @@ def test_sglang_bench_serving_as_the_client(model, tmp_path):
     assert r["completed"] == NUM_PROMPTS and r["total_output_tokens"] == NUM_PROMPTS * OUTPUT_LEN
     # virtual time: arrivals at 4/s over ~1.5 s, and a decode step of this model is milliseconds
     assert 0.2 < r["duration"] < 20 and 0 < r["mean_tpot_ms"] < 50, {k: r[k] for k in ("duration", "mean_tpot_ms")}
+
+
+@pytest.mark.parametrize("flag,schedulers", [("--tp", 2), ("--pp-size", 2), ("--dp", 2)], ids=["tp2", "pp2", "dp2"])
+def test_parallel_layouts_on_two_virtual_gpus(tmp_path, flag, schedulers):
+    """One scheduler process per virtual GPU (tensor parallel ranks, pipeline stages, or data
+    parallel replicas behind SGLang's controller), every request complete."""
+    from revati.models_zoo import write_model_dir
+
+    model = write_model_dir("tiny-llama", tmp_path / "tiny")
+    port, out, stats = _port(7 + schedulers * len(flag)), tmp_path / "serve", tmp_path / "stats"
+    cmd = [SGLANG_PYTHON, "-m", "revati", "emulate", "--gpu", "h100", "--num-gpus", "2", "--serve-port", str(port),
+           "--num-prompts", str(NUM_PROMPTS), "--request-rate", "4", "--random-input-len", str(INPUT_LEN),
+           "--random-output-len", str(OUTPUT_LEN), "--result-dir", str(out), "--stats-dir", str(stats), "-q",
+           "--", *_server(model, port, flag, "2")]
+    proc = _run(cmd)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["completed"] == NUM_PROMPTS and m["total_output_tokens"] == NUM_PROMPTS * OUTPUT_LEN
+    summaries = [json.loads(f.read_text()) for f in stats.glob("process-*.json")]
+    # the schedulers are the processes that run the model (and reported, killed as they are)
+    on_gpu = [s for s in summaries if s["kernels_launched"] > 0]
+    assert len(on_gpu) == schedulers, [(s["process_name"], s["kernels_launched"]) for s in summaries]

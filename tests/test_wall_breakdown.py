@@ -96,3 +96,33 @@ def test_a_child_stopped_by_sigterm_and_killed_still_reports(tmp_path, kill_afte
     assert len(stopped) == 1, summaries
     assert 0.18 < stopped[0]["breakdown"]["framework_cpu_s"] < 0.4, stopped[0]["breakdown"]
     assert stopped[0]["process_name"] == "EngineCore"   # a spawned child is named by its Process
+
+
+def test_a_child_killed_without_sigterm_still_reports(tmp_path):
+    # SGLang's scheduler and detokenizer: no SIGTERM handler of their own, and their parent kills
+    # them with SIGKILL alone. The killer first asks for the summary (REPORT_SIGNAL,
+    # revati/shim/stop_signals.py); the child still dies by SIGKILL.
+    code = (
+        "import multiprocessing as mp, os, signal, time\n"
+        "def work(ready):\n"
+        "    t = time.thread_time()\n"
+        "    while time.thread_time() - t < 0.2: pass\n"
+        "    ready.set()\n"
+        "    while True: time.sleep(1)\n"
+        "if __name__ == '__main__':\n"
+        "    ready = mp.get_context('spawn').Event()\n"
+        "    p = mp.get_context('spawn').Process(target=work, args=(ready,), name='scheduler'); p.start()\n"
+        "    ready.wait()\n"
+        "    os.kill(p.pid, signal.SIGKILL); p.join()\n"
+        "    print('exit', p.exitcode, flush=True)\n")
+    program = tmp_path / "killed_child.py"
+    program.write_text(code)
+    stats = tmp_path / "stats"
+    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "-q", "--stats-dir", str(stats), "--",
+                           sys.executable, str(program)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "exit -9" in proc.stdout   # still killed by SIGKILL
+    summaries = [json.loads(f.read_text()) for f in stats.glob("process-*.json")]
+    killed = [s for s in summaries if s.get("ended_by") == "SIGKILL"]
+    assert len(killed) == 1 and killed[0]["process_name"] == "scheduler", summaries
+    assert 0.18 < killed[0]["breakdown"]["framework_cpu_s"] < 0.4, killed[0]["breakdown"]

@@ -11,7 +11,7 @@ sglang``, with the supported list), then registers what the CUDA path needs:
 - SGLang's JIT kernels: loading returns a stand-in, ``clamp_position`` runs in its torch form,
   the CuTe-DSL dual GEMM (SM100 only) is not selected (engines.sglang.jit_kernels);
 - attention: timed from the scheduled batch (engines.sglang.attention);
-- the scheduler waits on its sockets when idle instead of spinning (engines.sglang.scheduler,
+- the scheduler and the data-parallel controller wait on their sockets when idle instead of spinning (engines.sglang.scheduler,
   Note [SGLang's idle scheduler waits]).
 
 Cross-process virtual time (HTTP server, tokenizer manager, scheduler, detokenizer; ZeroMQ
@@ -43,6 +43,8 @@ def install(sglang: Any) -> None:
                            engine="sglang")
     import_hooks.on_import("sglang.srt.layers.dual_gemm", jit_kernels.no_dual_gemm, engine="sglang")
     import_hooks.on_import("sglang.srt.managers.scheduler", scheduler.install, engine="sglang")
+    import_hooks.on_import("sglang.srt.managers.data_parallel_controller", scheduler.install_dp_controller,
+                           engine="sglang")
     import_hooks.on_import("sglang.srt.layers.attention.base_attn_backend", attention.install, engine="sglang")
     import_hooks.on_import("sglang.srt.model_executor.runner.decode_cuda_graph_runner", attention.install_graph_replay,
                            engine="sglang")

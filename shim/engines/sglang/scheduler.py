@@ -1,4 +1,4 @@
-"""SGLang's scheduler waits on its sockets when idle, instead of spinning.
+"""SGLang's scheduler and data-parallel controller wait on their sockets when idle, instead of spinning.
 
 # Note [SGLang's idle scheduler waits]
 # SGLang's scheduler polls its input sockets without blocking and, with nothing to run, loops
@@ -9,7 +9,9 @@
 # tokenizer's requests always gets SGLang's idle sleeper (its ``--sleep-on-idle`` path: a
 # ``zmq.Poller`` on the same sockets, which the ZeroMQ adapter turns into a virtual wait). A
 # request then wakes it at the request's send time, as the spinning loop would have picked it
-# up on a GPU box, and the idle spin costs no virtual time.
+# up on a GPU box, and the idle spin costs no virtual time. The data-parallel controller
+# (``--dp``) only drains its input socket, forever and without a pause, and has no sleeper: it
+# first waits until its socket has a request, then drains it as SGLang does.
 """
 
 from __future__ import annotations
@@ -37,3 +39,24 @@ def install(mod: Any) -> None:
                 can_empty_cache=lambda: not self._engine_paused)
 
     patch(scheduler, "init_idle_sleeper", init_idle_sleeper)
+
+
+def install_dp_controller(mod: Any) -> None:
+    """On import of sglang.srt.managers.data_parallel_controller."""
+    import zmq
+
+    controller = mod.DataParallelController
+    sock_recv = mod.sock_recv
+
+    def event_loop(self) -> None:
+        while True:
+            self.recv_from_tokenizer.poll()   # a virtual wait until a request is there
+            while True:
+                self.soft_watchdog.feed()
+                try:
+                    recv_req = sock_recv(self.recv_from_tokenizer, flags=zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    break
+                self._request_dispatcher(recv_req)
+
+    patch(controller, "event_loop", event_loop)
