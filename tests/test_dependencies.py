@@ -27,6 +27,7 @@ SOURCE_DIRS = {"revati": REPO / "revati", "revati.tracer": REPO / "tracer",
 # Imports that only an extra (or a system package) provides, and where the code needs them.
 OPTIONAL_IMPORTS = {
     "vllm": "vllm", "triton": "vllm",          # inside the vLLM environment (engine adapters)
+    "sglang": "sglang",                        # inside the SGLang environment (scripts/install_sglang_env.sh)
     "transformers": "hf", "tokenizers": "hf",  # the main job's engine, shipped tokenizers
     "matplotlib": "plot",                      # revati report
     "ray": "ray",                              # revati sweep --ray
@@ -134,6 +135,15 @@ def test_the_vllm_environment_script_installs_every_dependency():
     script = (REPO / "scripts" / "install_vllm_env.sh").read_text()
     line = next(ln for ln in script.splitlines() if ln.startswith('"${PIP[@]}" numpy'))
     listed = set(line.split()[1:])
+    needed = {_requirement_name(r) for r in PYPROJECT["project"]["dependencies"]} - {"torch"}
+    assert needed <= listed, needed - listed
+
+
+def test_the_sglang_environment_script_installs_every_dependency():
+    # scripts/install_sglang_env.sh installs revati with --no-deps too, and lists its dependencies
+    script = (REPO / "scripts" / "install_sglang_env.sh").read_text()
+    line = next(ln for ln in script.splitlines() if ln.startswith("REVATI_DEPS=("))
+    listed = set(line[len("REVATI_DEPS=("):].rstrip(")").split())
     needed = {_requirement_name(r) for r in PYPROJECT["project"]["dependencies"]} - {"torch"}
     assert needed <= listed, needed - listed
 

@@ -13,38 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from engine_envs import engine_python_or_skip
+
 pytestmark = [pytest.mark.sglang]
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_PROMPTS, INPUT_LEN, OUTPUT_LEN = 6, 64, 8
 
 
-def _sglang_python() -> str | None:
-    env = os.environ.get("REVATI_SGLANG_PYTHON")
-    candidate = Path(env) if env else REPO / ".venv-sglang" / "bin" / "python"
-    return str(candidate) if candidate.is_file() else None
-
-
-SGLANG_PYTHON = _sglang_python()
-if SGLANG_PYTHON is None:
-    pytest.skip("the SGLang environment is not installed: run scripts/install_sglang_env.sh "
-                "or set REVATI_SGLANG_PYTHON to its python", allow_module_level=True)
-
-
-def _check_environment() -> None:
-    probe = ("import importlib.util, revati; "
-             "assert importlib.util.find_spec('sglang') and importlib.util.find_spec('sgl_kernel'), "
-             "'sglang or sgl_kernel is not installed'; print(revati.__file__)")
-    proc = subprocess.run([SGLANG_PYTHON, "-c", probe], capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        pytest.skip(f"{SGLANG_PYTHON} cannot run the SGLang tests: {proc.stderr.strip().splitlines()[-1:]}",
-                    allow_module_level=True)
-    if Path(proc.stdout.strip()).resolve().parent.parent != REPO:
-        pytest.skip(f"{SGLANG_PYTHON} imports revati from {proc.stdout.strip()}, not this checkout "
-                    "(pip install --no-deps -e . in that environment)", allow_module_level=True)
-
-
-_check_environment()
+SGLANG_PYTHON = engine_python_or_skip("SGLang", "REVATI_SGLANG_PYTHON", ".venv-sglang",
+                                      "scripts/install_sglang_env.sh", ("sglang", "sgl_kernel"))
 
 
 def _port(salt: int) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from engine_envs import engine_python_or_skip
 from revati import gpus
 
 # The first four tests (tiny and wide model, H100 and A100) are CI's real-vLLM check; the
@@ -27,32 +28,8 @@ PROGRAM = REPO / "tests" / "programs" / "vllm_offline.py"
 KV_LINE = re.compile(r"GPU KV cache size: ([\d,]+) tokens")
 
 
-def _vllm_python() -> str | None:
-    env = os.environ.get("REVATI_VLLM_PYTHON")
-    candidate = Path(env) if env else REPO / ".venv-vllm" / "bin" / "python"
-    return str(candidate) if candidate.is_file() else None
-
-
-VLLM_PYTHON = _vllm_python()
-if VLLM_PYTHON is None:
-    pytest.skip("the vLLM environment is not installed: run scripts/install_vllm_env.sh "
-                "or set REVATI_VLLM_PYTHON to its python", allow_module_level=True)
-
-
-def _check_environment() -> None:
-    probe = ("import importlib.util, importlib.metadata as md, revati, sys; "
-             "assert importlib.util.find_spec('vllm'), 'vllm is not installed'; "
-             "print(revati.__file__)")
-    proc = subprocess.run([VLLM_PYTHON, "-c", probe], capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        pytest.skip(f"{VLLM_PYTHON} cannot run the vLLM tests: {proc.stderr.strip().splitlines()[-1:]}",
-                    allow_module_level=True)
-    if Path(proc.stdout.strip()).resolve().parent.parent != REPO:
-        pytest.skip(f"{VLLM_PYTHON} imports revati from {proc.stdout.strip()}, not this checkout "
-                    "(pip install --no-deps -e . in that environment)", allow_module_level=True)
-
-
-_check_environment()
+VLLM_PYTHON = engine_python_or_skip("vLLM", "REVATI_VLLM_PYTHON", ".venv-vllm", "scripts/install_vllm_env.sh",
+                                    ("vllm",))
 
 
 def _model_dir(tmp_root: Path, name: str, **overrides) -> Path:

@@ -60,6 +60,17 @@ def test_a_forked_multiprocessing_child_reports_its_breakdown(tmp_path):
     assert 0.18 < child["breakdown"]["framework_cpu_s"] < 0.3, child["breakdown"]
 
 
+def _emulate_with_summaries(tmp_path: Path, code: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Run ``code`` under `revati emulate --stats-dir`; the finished process and every summary."""
+    program = tmp_path / "program.py"
+    program.write_text(code)
+    stats = tmp_path / "stats"
+    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "-q", "--stats-dir", str(stats), "--",
+                           sys.executable, str(program)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, [json.loads(f.read_text()) for f in stats.glob("process-*.json")]
+
+
 @pytest.mark.parametrize("kill_after_s", [0.5, 0.0], ids=["killed-later", "killed-at-once"])
 def test_a_child_stopped_by_sigterm_and_killed_still_reports(tmp_path, kill_after_s):
     # vLLM's engine core and TP workers: their parent sends SIGTERM, then SIGKILL at once; the
@@ -83,15 +94,9 @@ def test_a_child_stopped_by_sigterm_and_killed_still_reports(tmp_path, kill_afte
         "    ready.wait()\n"
         f"    os.kill(p.pid, signal.SIGTERM); time.sleep({kill_after_s}); os.kill(p.pid, signal.SIGKILL)\n"
         "    p.join()\n")
-    program = tmp_path / "stopped_child.py"
-    program.write_text(code)
-    stats = tmp_path / "stats"
-    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "-q", "--stats-dir", str(stats), "--",
-                           sys.executable, str(program)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, summaries = _emulate_with_summaries(tmp_path, code)
     if kill_after_s:
         assert "handler ran" in proc.stdout   # the program's own handler still runs
-    summaries = [json.loads(f.read_text()) for f in stats.glob("process-*.json")]
     stopped = [s for s in summaries if s.get("ended_by") == "SIGTERM"]
     assert len(stopped) == 1, summaries
     assert 0.18 < stopped[0]["breakdown"]["framework_cpu_s"] < 0.4, stopped[0]["breakdown"]
@@ -115,14 +120,8 @@ def test_a_child_killed_without_sigterm_still_reports(tmp_path):
         "    ready.wait()\n"
         "    os.kill(p.pid, signal.SIGKILL); p.join()\n"
         "    print('exit', p.exitcode, flush=True)\n")
-    program = tmp_path / "killed_child.py"
-    program.write_text(code)
-    stats = tmp_path / "stats"
-    proc = subprocess.run([sys.executable, "-m", "revati", "emulate", "-q", "--stats-dir", str(stats), "--",
-                           sys.executable, str(program)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, summaries = _emulate_with_summaries(tmp_path, code)
     assert "exit -9" in proc.stdout   # still killed by SIGKILL
-    summaries = [json.loads(f.read_text()) for f in stats.glob("process-*.json")]
     killed = [s for s in summaries if s.get("ended_by") == "SIGKILL"]
     assert len(killed) == 1 and killed[0]["process_name"] == "scheduler", summaries
     assert 0.18 < killed[0]["breakdown"]["framework_cpu_s"] < 0.4, killed[0]["breakdown"]

@@ -54,30 +54,28 @@ def current_batch() -> Batch | None:
 
 
 @contextmanager
-def batch_scope(batch: Batch | None) -> Iterator[None]:
-    """The batch this thread's attention is priced for, until the block ends."""
-    prev = getattr(_TLS, "batch", None)
-    _TLS.batch = batch
+def _thread_setting(name: str, value: Any) -> Iterator[None]:
+    prev = getattr(_TLS, name, None)
+    setattr(_TLS, name, value)
     try:
         yield
     finally:
-        _TLS.batch = prev
+        setattr(_TLS, name, prev)
 
 
-@contextmanager
-def kernels_priced_by_batch() -> Iterator[None]:
+def batch_scope(batch: Batch | None):
+    """The batch this thread's attention is priced for, until the block ends."""
+    return _thread_setting("batch", batch)
+
+
+def kernels_priced_by_batch():
     """Inside: the engine's attention kernels are launched but their time is the batch's
     (``attention_cost``, charged by the adapter), not their arguments' bytes (triton_launch)."""
-    prev = getattr(_TLS, "priced_by_batch", False)
-    _TLS.priced_by_batch = True
-    try:
-        yield
-    finally:
-        _TLS.priced_by_batch = prev
+    return _thread_setting("priced_by_batch", True)
 
 
 def priced_by_batch() -> bool:
-    return getattr(_TLS, "priced_by_batch", False)
+    return bool(getattr(_TLS, "priced_by_batch", False))
 
 
 def record_graph_layer(capture: Any, shape: LayerShape) -> None:
