@@ -45,6 +45,8 @@ def install(sglang: Any) -> None:
     import_hooks.on_import("sglang.srt.managers.scheduler", scheduler.install, engine="sglang")
     import_hooks.on_import("sglang.srt.managers.data_parallel_controller", scheduler.install_dp_controller,
                            engine="sglang")
+    import_hooks.on_import("sglang.srt.managers.scheduler_components.request_receiver",
+                           scheduler.install_request_sync, engine="sglang")
     import_hooks.on_import("sglang.srt.layers.attention.base_attn_backend", attention.install, engine="sglang")
     import_hooks.on_import("sglang.srt.model_executor.runner.decode_cuda_graph_runner", attention.install_graph_replay,
                            engine="sglang")
