@@ -11,7 +11,8 @@ sglang``, with the supported list), then registers what the CUDA path needs:
 - SGLang's JIT kernels: loading returns a stand-in, ``clamp_position`` runs in its torch form,
   the CuTe-DSL dual GEMM (SM100 only) is not selected (engines.sglang.jit_kernels);
 - attention: timed from the scheduled batch (engines.sglang.attention);
-- the scheduler and the data-parallel controller wait on their sockets when idle instead of spinning (engines.sglang.scheduler,
+- the scheduler and the data-parallel controller wait on their sockets when idle instead of spinning,
+  and the busy scheduler checks for requests causally (engines.sglang.scheduler,
   Note [SGLang's idle scheduler waits]).
 
 Cross-process virtual time (HTTP server, tokenizer manager, scheduler, detokenizer; ZeroMQ

@@ -1,4 +1,5 @@
-"""SGLang's scheduler and data-parallel controller wait on their sockets when idle, instead of spinning.
+"""SGLang's scheduler and data-parallel controller wait on their sockets when idle, instead of
+spinning; the busy scheduler checks for requests causally (Note [SGLang's request check is causal]).
 
 # Note [SGLang's idle scheduler waits]
 # SGLang's scheduler polls its input sockets without blocking and, with nothing to run, loops
