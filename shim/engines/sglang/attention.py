@@ -19,6 +19,7 @@ from revati.shim.engines.attention_timing import (
     Batch, LayerShape, attention_cost, batch_scope, charge_graph_attention, current_batch, kernels_priced_by_batch,
     record_graph_layer)
 from revati.shim.patching import original, patch
+from revati.shim.shim_call import ShimCall
 
 ATTENTION_OP = "sglang::attention"   # the name its cost is looked up under (replay.op_mapping)
 
@@ -51,6 +52,21 @@ def layer_shape(layer: Any, q: Any) -> LayerShape:
                       window + 1 if window > 0 else None)
 
 
+# The last step's batch, with the objects it was read from (held, so their ids cannot be reused):
+# every layer of a step asks for the same batch.
+_STEP: list = [None, None, None, None]   # forward_batch, seq_lens_cpu, extend_seq_lens_cpu, Batch
+
+
+def step_batch(forward_batch: Any) -> Batch | None:
+    seq = getattr(forward_batch, "seq_lens_cpu", None)
+    ext = getattr(forward_batch, "extend_seq_lens_cpu", None)
+    if _STEP[0] is forward_batch and _STEP[1] is seq and _STEP[2] is ext:
+        return _STEP[3]
+    batch = batch_of(forward_batch)
+    _STEP[:] = [forward_batch, seq, ext, batch]
+    return batch
+
+
 def _fallback_batch(q: Any, forward_batch: Any) -> Batch:
     tokens = max(int(q.shape[0]), 1)
     if forward_batch.forward_mode.is_decode():
@@ -70,15 +86,16 @@ def install(mod: Any) -> None:
             out = real_forward(self, q, k, v, layer, forward_batch, save_kv_cache=save_kv_cache, **kwargs)
         if forward_batch.forward_mode.is_idle():
             return out
-        shape = layer_shape(layer, q)
-        cap = rt.gpus.capture
-        if cap is not None:
-            record_graph_layer(cap, shape)
-            return out
-        batch = current_batch() or batch_of(forward_batch) or _fallback_batch(q, forward_batch)
-        ns, label, fallback = attention_cost(ATTENTION_OP, shape, batch)
-        dev = q._dev if hasattr(q, "_dev") else rt.gpus.current_device()
-        rt.gpus.launch(ns, label, host_now, dev, fallback=fallback)
+        with ShimCall(rt):   # revati's bookkeeping, not the program's host time
+            shape = layer_shape(layer, q)
+            cap = rt.gpus.capture
+            if cap is not None:
+                record_graph_layer(cap, shape)
+                return out
+            batch = current_batch() or step_batch(forward_batch) or _fallback_batch(q, forward_batch)
+            ns, label, fallback = attention_cost(ATTENTION_OP, shape, batch)
+            dev = q._dev if hasattr(q, "_dev") else rt.gpus.current_device()
+            rt.gpus.launch(ns, label, host_now, dev, fallback=fallback)
         return out
 
     patch(backend, "forward", forward)
@@ -91,12 +108,15 @@ def install_graph_replay(mod: Any) -> None:
     real_execute = original(runner, "execute")
 
     def execute(self, forward_batch, *args, **kwargs):
-        gpus = _runtime.get().gpus
-        before = gpus.graph_replays
-        with batch_scope(batch_of(forward_batch)):
+        rt = _runtime.get()
+        before = rt.gpus.graph_replays
+        with ShimCall(rt):
+            batch = batch_of(forward_batch)
+        with batch_scope(batch):
             out = real_execute(self, forward_batch, *args, **kwargs)
-            if gpus.graph_replays > before and gpus.last_replayed is not None:
-                charge_graph_attention(ATTENTION_OP, gpus.last_replayed)
+            if rt.gpus.graph_replays > before and rt.gpus.last_replayed is not None:
+                with ShimCall(rt):
+                    charge_graph_attention(ATTENTION_OP, rt.gpus.last_replayed)
         return out
 
     patch(runner, "execute", execute)

@@ -112,10 +112,6 @@ CPU_ONLY_MODULES = ("vllm._C", "vllm._C_AVX2", "vllm._C_AVX512")
 
 # -- shape rules (Meta kernels) for ops that return tensors ---------------------------------------
 
-def _meta_none(*args, **kwargs):
-    return None
-
-
 def _fa_out(q: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
     if out is not None:
         return out
